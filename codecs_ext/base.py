@@ -1,0 +1,174 @@
+"""The one interface every codec follows.
+
+A codec has a ``name``, a quality parameter with a documented range and direction,
+``encode(image, quality) -> bytes`` and ``decode(bytes) -> image``. Images are HxWx3
+uint8 RGB arrays (video codecs take and return TxHxWx3). Streams are framed in the
+gencodec container (:mod:`gencodec.container`), which carries the true image size, so
+codecs that need even or block-aligned sizes pad internally (edge replication) and
+crop back on decode.
+
+:func:`find_quality_for_bpp` searches a codec's quality range by bisection for the
+setting whose rate is closest to a target bits per pixel.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import numpy as np
+
+from gencodec import container
+from gencodec.errors import BitstreamError, InputError
+from gencodec.imageio import as_rgb_uint8
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityRange:
+    """The quality parameter of a codec: ``lo..hi`` in steps of ``step``.
+
+    ``higher_is_better`` says which way quality (and rate) goes: True for JPEG's
+    quality, False for a quantiser such as BPG's QP."""
+
+    name: str
+    lo: float
+    hi: float
+    default: float
+    higher_is_better: bool = True
+    step: float = 1.0
+
+    def check(self, q: float) -> float:
+        if not (self.lo <= q <= self.hi):
+            better = "higher" if self.higher_is_better else "lower"
+            raise InputError(f"{self.name} {q} is outside {self.lo:g}..{self.hi:g} "
+                             f"({better} is better quality)")
+        return q
+
+    def describe(self) -> str:
+        better = "higher" if self.higher_is_better else "lower"
+        return f"{self.name} {self.lo:g}..{self.hi:g}, {better} = better (default {self.default:g})"
+
+
+class Codec(abc.ABC):
+    """Base class: validation, padding, container framing. Subclasses implement
+    :meth:`_encode_payload` and :meth:`_decode_payload` on padded images."""
+
+    name: str = ""
+    quality: QualityRange
+    #: Encoders that need sizes multiple of this get edge-padded input.
+    pad_multiple: int = 1
+    #: The model fingerprint written in the container; zeros for stock codecs.
+    fingerprint: bytes = container.ZERO_FINGERPRINT
+
+    # -- what subclasses provide -------------------------------------------------
+    @abc.abstractmethod
+    def _encode_payload(self, image: np.ndarray, quality: float) -> bytes:
+        """Encode a padded HxWx3 uint8 image."""
+
+    @abc.abstractmethod
+    def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        """Decode a payload to an image at least ``height`` x ``width`` (padded size)."""
+
+    def backend(self) -> str:
+        """The library or program doing the work here (shown by ``gencodec codecs``)."""
+        return "built-in"
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the codec can run on this machine, and why not."""
+        return True, ""
+
+    # -- the public interface ---------------------------------------------------
+    def encode(self, image: np.ndarray, quality: float | None = None) -> bytes:
+        """Encode an HxWx3 uint8 RGB image at ``quality`` into a container stream."""
+        image = self._prepare(image)
+        q = self.quality.check(self.quality.default if quality is None else quality)
+        h, w = image.shape[-3:-1]
+        payload = self._encode_payload(self._pad(image), q)
+        return container.pack(self.name, w, h, payload, self.fingerprint)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode a container stream made by :meth:`encode`."""
+        stream = container.unpack(data, codec=self.name, fingerprint=self.fingerprint)
+        h, w = stream.header.height, stream.header.width
+        try:
+            out = self._decode_payload(stream.payload, w, h)
+        except BitstreamError:
+            raise
+        except Exception as exc:  # the payload passed the CRC but the decoder refused it
+            raise BitstreamError(f"{self.name}: payload does not decode: {exc}") from None
+        if out.shape[-3] < h or out.shape[-2] < w:
+            raise BitstreamError(f"{self.name}: decoded {out.shape[-2]}x{out.shape[-3]}, "
+                                 f"expected {w}x{h}")
+        return np.ascontiguousarray(out[..., :h, :w, :])
+
+    def payload(self, data: bytes) -> bytes:
+        """The codec's own bitstream inside a container (for stock codecs, a file any
+        standard decoder reads)."""
+        return container.unpack(data, codec=self.name, fingerprint=self.fingerprint).payload
+
+    # -- helpers -------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        return as_rgb_uint8(image)
+
+    def _pad(self, image: np.ndarray) -> np.ndarray:
+        m = self.pad_multiple
+        h, w = image.shape[-3:-1]
+        ph, pw = (-h) % m, (-w) % m
+        if ph == 0 and pw == 0:
+            return image
+        pad = [(0, 0)] * (image.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
+        return np.pad(image, pad, mode="edge")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {self.quality.describe()}>"
+
+
+def pixels_of(image: np.ndarray) -> int:
+    """Pixels in an image (HxWx3) or a sequence (TxHxWx3)."""
+    a = np.asarray(image)
+    return int(np.prod(a.shape[:-1]))
+
+
+def bits_per_pixel(data: bytes, image: np.ndarray) -> float:
+    """Rate of a whole stream (container header included) in bits per pixel."""
+    return len(data) * 8.0 / pixels_of(image)
+
+
+@dataclasses.dataclass(frozen=True)
+class BppResult:
+    quality: float
+    bpp: float
+    data: bytes
+
+
+def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float) -> BppResult:
+    """Bisect the codec's quality range for the rate closest to ``target_bpp``.
+
+    Rate is assumed to rise monotonically with quality. The result reports the bpp
+    actually reached (within one quality step of the best the codec can do)."""
+    if not target_bpp > 0:
+        raise InputError(f"target bpp must be positive, got {target_bpp}")
+    qr = codec.quality
+    n = int(round((qr.hi - qr.lo) / qr.step))
+
+    def q_at(i: int) -> float:  # i = 0 is the lowest quality, n the highest
+        v = qr.lo + i * qr.step if qr.higher_is_better else qr.hi - i * qr.step
+        return int(v) if float(qr.step).is_integer() else v
+
+    cache: dict[int, BppResult] = {}
+
+    def at(i: int) -> BppResult:
+        if i not in cache:
+            data = codec.encode(image, q_at(i))
+            cache[i] = BppResult(q_at(i), bits_per_pixel(data, image), data)
+        return cache[i]
+
+    lo, hi = 0, n
+    if at(lo).bpp < target_bpp < at(hi).bpp:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if at(mid).bpp < target_bpp:
+                lo = mid
+            else:
+                hi = mid
+    return min(cache.values(), key=lambda r: abs(r.bpp - target_bpp))

@@ -1,0 +1,67 @@
+"""x265 (HEVC) video through PyAV.
+
+``encode`` takes a sequence of frames (TxHxWx3 uint8 RGB, or a list of HxWx3) and
+returns a container stream whose payload is ``frame count (u32, big-endian)`` + a raw
+HEVC elementary stream (BT.709, limited range, 4:2:0). ``decode`` returns TxHxWx3.
+Quality is the CRF (``mode="crf"``, default) or a constant QP (``mode="qp"``), 0..51,
+lower = better. ``gop="normal"`` (default, keyint 250 with B-frames) or ``"intra"``
+(every frame a keyframe).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from gencodec.codecs_ext import _hevc
+from gencodec.codecs_ext.base import Codec, QualityRange
+from gencodec.errors import BitstreamError, InputError
+from gencodec.imageio import as_rgb_uint8
+
+
+class X265Codec(Codec):
+    name = "x265"
+    quality = QualityRange("crf", 0, 51, 28, higher_is_better=False)
+    pad_multiple = 8
+
+    def __init__(self, mode: str = "crf", gop: str = "normal", preset: str = "medium",
+                 x265_params: dict[str, object] | None = None):
+        if mode not in ("crf", "qp"):
+            raise ValueError("x265 mode must be 'crf' or 'qp'")
+        if gop not in ("normal", "intra"):
+            raise ValueError("x265 gop must be 'normal' or 'intra'")
+        self.mode, self.gop, self.preset = mode, gop, preset
+        self.extra_params = dict(x265_params or {})
+        if mode == "qp":
+            self.quality = QualityRange("qp", 0, 51, 28, higher_is_better=False)
+
+    def backend(self) -> str:
+        return f"{_hevc.x265_version()} ({self.mode}, {self.gop} GOP)"
+
+    def _prepare(self, frames) -> np.ndarray:
+        seq = [as_rgb_uint8(f, f"frame {i}") for i, f in enumerate(frames)]
+        if not seq:
+            raise InputError("x265: no frames to encode")
+        if any(f.shape != seq[0].shape for f in seq):
+            raise InputError("x265: all frames must have the same size")
+        return np.stack(seq)
+
+    def _encode_payload(self, frames: np.ndarray, quality: float) -> bytes:
+        params: dict[str, object] = {self.mode: int(quality)}
+        if self.gop == "intra":
+            params["keyint"] = 1
+        params.update(self.extra_params)
+        t, h, w = frames.shape[:3]
+        hevc = _hevc.encode_frames(frames, w, h, pix_fmt="yuv420p", x265_params=params,
+                                   colour=_hevc.LIMITED_RANGE_709, preset=self.preset)
+        return struct.pack(">I", t) + hevc
+
+    def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        if len(payload) < 4:
+            raise BitstreamError("x265: payload too short")
+        (count,) = struct.unpack(">I", payload[:4])
+        frames = _hevc.decode_frames(payload[4:], _hevc.LIMITED_RANGE_709)
+        if len(frames) != count:
+            raise BitstreamError(f"x265: decoded {len(frames)} frames, expected {count}")
+        return np.stack(frames)

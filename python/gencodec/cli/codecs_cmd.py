@@ -1,0 +1,31 @@
+"""``gencodec codecs``: list the codecs and the back end each one uses here."""
+
+from __future__ import annotations
+
+from gencodec import _native
+from gencodec.codecs_ext import CODECS
+
+
+def register(sub) -> None:
+    p = sub.add_parser("codecs", help="list codecs, their quality ranges and back ends",
+                       description="List every codec, its quality parameter and the "
+                                   "library or program that runs it on this machine.")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    rows = []
+    for name, cls in CODECS.items():
+        codec = cls()
+        ok, why = codec.available()
+        rows.append((name, codec.quality.describe(), codec.backend() if ok else f"UNAVAILABLE: {why}"))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    print(f"{'codec':<{w0}}  {'quality':<{w1}}  back end")
+    for r in rows:
+        print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}")
+    info = _native.build_info()
+    cuda = (f"CUDA compiled, {info['cuda_devices']} device(s)" if info["cuda_compiled"]
+            else "CUDA not compiled")
+    print(f"\nnative core: {info['compiler']}, OpenMP {info['openmp_threads']} threads, {cuda}")
+    return 0

@@ -1,0 +1,38 @@
+"""``gencodec decode``: gencodec stream -> image file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gencodec import container
+from gencodec.cli.options import add_force_argument, parse_codec_options
+from gencodec.codecs_ext import get_codec
+from gencodec.errors import InputError
+from gencodec.imageio import save_image
+
+
+def register(sub) -> None:
+    p = sub.add_parser("decode", help="decode a gencodec stream to an image",
+                       description="Decode a gencodec stream; the codec comes from its header.")
+    p.add_argument("input", help="gencodec stream")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image; the format follows the extension (.png recommended)")
+    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
+                   help="decoder option (repeatable)")
+    add_force_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    path = Path(args.input)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    data = path.read_bytes()
+    header = container.read_header(data)
+    codec = get_codec(header.codec, **parse_codec_options(args.option))
+    image = codec.decode(data)
+    if image.ndim != 3:
+        raise InputError(f"{path}: a {header.codec} stream holds video; use 'gencodec transcode'")
+    save_image(args.output, image, force=args.force)
+    print(f"{args.output}: {header.codec} {header.width}x{header.height}")
+    return 0

@@ -1,0 +1,29 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from gencodec.errors import InputError
+
+
+def parse_codec_options(pairs: list[str] | None) -> dict[str, object]:
+    """``["subsampling=444", "method=4"]`` -> ``{"subsampling": "444", "method": 4}``."""
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"codec option {pair!r} is not KEY=VALUE")
+        options[key.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else value
+    return options
+
+
+def add_codec_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", "-c", required=True,
+                   help="codec name (see 'gencodec codecs')")
+    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
+                   help="codec option, e.g. -O subsampling=444 (repeatable)")
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")

@@ -1,0 +1,1 @@
+"""gencodec.eval: metrics, rate-distortion-perception runs, BD-rate, plots, reports."""
