@@ -9,13 +9,21 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.gencodec-installed
 DEPS   := pyproject.toml CMakeLists.txt $(shell find native -type f)
 
-.PHONY: demo test install clean
+.PHONY: demo test install system-deps clean
 
 demo: install
 	$(VENV)/bin/gencodec demo --out demo-out --force
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q
+
+# Debian's ffmpeg drives the rawvideo pipe tests; installed when missing and we are
+# root on Debian, otherwise those tests skip with a message.
+system-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else echo "note: ffmpeg not found and cannot be installed here; pipe tests will skip"; fi; }
 
 install: $(STAMP)
 
@@ -26,6 +34,9 @@ $(PY):
 $(STAMP): $(PY) $(DEPS)
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet $(TORCH) -e ".[all]"
+	# piq's metrics need only torch; its torchvision dependency has no CPU build
+	# that matches this torch, so piq comes without its dependencies.
+	$(PIP) install --quiet --no-deps piq==0.8.0
 	touch $@
 
 clean:
