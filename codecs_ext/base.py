@@ -59,6 +59,8 @@ class Codec(abc.ABC):
     pad_multiple: int = 1
     #: The model fingerprint written in the container; zeros for stock codecs.
     fingerprint: bytes = container.ZERO_FINGERPRINT
+    #: Progressive codecs decode a prefix of a stream: ``decode(data, max_bytes=N)``.
+    progressive: bool = False
 
     # -- what subclasses provide -------------------------------------------------
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gencodec import container
-from gencodec.cli.options import add_force_argument, parse_codec_options
+from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
 from gencodec.codecs_ext import get_codec
 from gencodec.errors import InputError
 from gencodec.imageio import save_image
@@ -17,8 +17,10 @@ def register(sub) -> None:
     p.add_argument("input", help="gencodec stream")
     p.add_argument("-o", "--output", required=True,
                    help="output image; the format follows the extension (.png recommended)")
-    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
-                   help="decoder option (repeatable)")
+    add_codec_arguments(p, codec_required=False)
+    p.add_argument("--max-bytes", type=int, metavar="N",
+                   help="progressive codecs (diffc): decode only what fits in the first N "
+                        "bytes, giving a coarser image")
     add_force_argument(p)
     p.set_defaults(func=run)
 
@@ -29,8 +31,13 @@ def run(args) -> int:
         raise InputError(f"{path}: no such file")
     data = path.read_bytes()
     header = container.read_header(data)
-    codec = get_codec(header.codec, **parse_codec_options(args.option))
-    image = codec.decode(data)
+    codec = get_codec(header.codec, **codec_options(args))
+    if args.max_bytes is not None:
+        if not getattr(codec, "progressive", False):
+            raise InputError(f"--max-bytes: {header.codec} streams are not progressive")
+        image = codec.decode(data[:args.max_bytes], max_bytes=args.max_bytes)
+    else:
+        image = codec.decode(data)
     if image.ndim != 3:
         raise InputError(f"{path}: a {header.codec} stream holds video; use 'gencodec transcode'")
     save_image(args.output, image, force=args.force)

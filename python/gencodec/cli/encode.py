@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gencodec.cli.options import add_codec_arguments, add_force_argument, parse_codec_options
-from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, find_quality_for_bpp, get_codec
+from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
+from gencodec.codecs_ext import bits_per_pixel, find_quality_for_bpp, get_codec
 from gencodec.errors import InputError
 from gencodec.imageio import load_image, write_bytes_atomic
 
@@ -28,9 +28,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.codec not in IMAGE_CODECS and args.codec in ("x265",):
+    if args.codec == "x265":
         raise InputError("x265 is a video codec: use 'gencodec transcode' for video")
-    codec = get_codec(args.codec, **parse_codec_options(args.option))
+    codec = get_codec(args.codec, **codec_options(args))
     image = load_image(args.input)
     if args.bpp is not None:
         result = find_quality_for_bpp(codec, image, args.bpp)

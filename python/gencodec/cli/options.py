@@ -18,11 +18,22 @@ def parse_codec_options(pairs: list[str] | None) -> dict[str, object]:
     return options
 
 
-def add_codec_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codec", "-c", required=True,
-                   help="codec name (see 'gencodec codecs')")
+def add_codec_arguments(p: argparse.ArgumentParser, *, codec_required: bool = True) -> None:
+    if codec_required:
+        p.add_argument("--codec", "-c", required=True,
+                       help="codec name (see 'gencodec codecs')")
     p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
                    help="codec option, e.g. -O subsampling=444 (repeatable)")
+    p.add_argument("--model", "-m", metavar="ID|DIR",
+                   help="model for generative codecs (registry id or local directory)")
+
+
+def codec_options(args) -> dict[str, object]:
+    """The codec constructor options from ``--option`` and ``--model``."""
+    options = parse_codec_options(args.option)
+    if getattr(args, "model", None):
+        options["model"] = args.model
+    return options
 
 
 def add_force_argument(p: argparse.ArgumentParser) -> None:
