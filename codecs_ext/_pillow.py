@@ -29,6 +29,11 @@ class PillowCodec(Codec):
         with Image.open(io.BytesIO(payload)) as im:
             if im.format != self.pil_format:
                 raise BitstreamError(f"{self.name}: payload is {im.format}, not {self.pil_format}")
+            # Check the size before decoding: a crafted payload must not make us
+            # allocate more than the header (already checked against MAX_PIXELS) says.
+            if im.size != self.padded_size(width, height):
+                raise BitstreamError(f"{self.name}: payload is {im.width}x{im.height}, the "
+                                     f"header says {width}x{height}")
             return np.asarray(im.convert("RGB"))
 
     def backend(self) -> str:

@@ -5,22 +5,25 @@ from __future__ import annotations
 from PIL import features
 
 from gencodec.codecs_ext._pillow import PillowCodec
-from gencodec.codecs_ext.base import QualityRange
+from gencodec.codecs_ext.base import QualityRange, chroma_format, int_option
 
 
 class AvifCodec(PillowCodec):
-    """AVIF. ``speed`` 0 (slowest, smallest) .. 10 (default 6)."""
+    """AVIF. ``speed`` 0 (slowest, smallest) .. 10 (default 6); ``subsampling``
+    ``"420"`` (default), ``"422"`` or ``"444"`` (``"4:2:0"`` and the like too)."""
 
     name = "avif"
     pil_format = "AVIF"
     quality = QualityRange("quality", 0, 100, 60, higher_is_better=True)
 
-    def __init__(self, speed: int = 6, subsampling: str = "4:2:0"):
-        self.speed = int(speed)
-        self.subsampling = subsampling
+    def __init__(self, speed: int = 6, subsampling: str = "420"):
+        self.speed = int_option(speed, 0, 10, "avif speed")
+        self.subsampling = chroma_format(subsampling, ("420", "422", "444"), "avif subsampling")
 
     def _save_options(self, quality: float) -> dict:
-        return {"quality": int(quality), "speed": self.speed, "subsampling": self.subsampling}
+        s = self.subsampling  # Pillow spells it "4:2:0"
+        return {"quality": int(quality), "speed": self.speed,
+                "subsampling": f"{s[0]}:{s[1]}:{s[2]}"}
 
     def available(self) -> tuple[bool, str]:
         if not features.check("avif"):

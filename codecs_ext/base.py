@@ -4,8 +4,8 @@ A codec has a ``name``, a quality parameter with a documented range and directio
 ``encode(image, quality) -> bytes`` and ``decode(bytes) -> image``. Images are HxWx3
 uint8 RGB arrays (video codecs take and return TxHxWx3). Streams are framed in the
 gencodec container (:mod:`gencodec.container`), which carries the true image size, so
-codecs that need even or block-aligned sizes pad internally (edge replication) and
-crop back on decode.
+codecs that need even, block-aligned or minimum sizes pad internally (edge replication)
+and crop back on decode.
 
 :func:`find_quality_for_bpp` searches a codec's quality range by bisection for the
 setting whose rate is closest to a target bits per pixel.
@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from gencodec import container
+from gencodec import container, imageio
 from gencodec.errors import BitstreamError, InputError
 from gencodec.imageio import as_rgb_uint8
 
@@ -38,9 +38,13 @@ class QualityRange:
     step: float = 1.0
 
     def check(self, q: float) -> float:
-        if not (self.lo <= q <= self.hi):
+        try:
+            fq = float(q)
+        except (TypeError, ValueError):
+            raise InputError(f"{self.name} must be a number, got {q!r}") from None
+        if not (self.lo <= fq <= self.hi):
             better = "higher" if self.higher_is_better else "lower"
-            raise InputError(f"{self.name} {q} is outside {self.lo:g}..{self.hi:g} "
+            raise InputError(f"{self.name} {fq:g} is outside {self.lo:g}..{self.hi:g} "
                              f"({better} is better quality)")
         return q
 
@@ -57,6 +61,8 @@ class Codec(abc.ABC):
     quality: QualityRange
     #: Encoders that need sizes multiple of this get edge-padded input.
     pad_multiple: int = 1
+    #: ... and at least this wide and high (a multiple of ``pad_multiple``).
+    min_coded_size: int = 1
     #: The model fingerprint written in the container; zeros for stock codecs.
     fingerprint: bytes = container.ZERO_FINGERPRINT
     #: Progressive codecs decode a prefix of a stream: ``decode(data, max_bytes=N)``.
@@ -92,15 +98,19 @@ class Codec(abc.ABC):
         """Decode a container stream made by :meth:`encode`."""
         stream = container.unpack(data, codec=self.name, fingerprint=self.fingerprint)
         h, w = stream.header.height, stream.header.width
+        if w * h > imageio.MAX_PIXELS:
+            raise BitstreamError(f"{self.name}: stream claims {w}x{h} pixels, above the limit "
+                                 f"of {imageio.MAX_PIXELS} (GENCODEC_MAX_PIXELS)")
         try:
             out = self._decode_payload(stream.payload, w, h)
         except BitstreamError:
             raise
         except Exception as exc:  # the payload passed the CRC but the decoder refused it
             raise BitstreamError(f"{self.name}: payload does not decode: {exc}") from None
-        if out.shape[-3] < h or out.shape[-2] < w:
-            raise BitstreamError(f"{self.name}: decoded {out.shape[-2]}x{out.shape[-3]}, "
-                                 f"expected {w}x{h}")
+        out = np.asarray(out)
+        if out.ndim < 3 or out.shape[-1] != 3 or out.shape[-3] < h or out.shape[-2] < w:
+            raise BitstreamError(f"{self.name}: decoded an array of shape {out.shape}, "
+                                 f"expected {w}x{h} RGB")
         return np.ascontiguousarray(out[..., :h, :w, :])
 
     def payload(self, data: bytes) -> bytes:
@@ -112,10 +122,15 @@ class Codec(abc.ABC):
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         return as_rgb_uint8(image)
 
+    def padded_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size the payload is coded at: ``width`` x ``height`` rounded up to
+        :attr:`pad_multiple`, and to at least :attr:`min_coded_size`."""
+        m, least = self.pad_multiple, self.min_coded_size
+        return (max(least, width + (-width) % m), max(least, height + (-height) % m))
+
     def _pad(self, image: np.ndarray) -> np.ndarray:
-        m = self.pad_multiple
         h, w = image.shape[-3:-1]
-        ph, pw = (-h) % m, (-w) % m
+        pw, ph = (n - o for n, o in zip(self.padded_size(w, h), (w, h)))
         if ph == 0 and pw == 0:
             return image
         pad = [(0, 0)] * (image.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
@@ -123,6 +138,26 @@ class Codec(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self.quality.describe()}>"
+
+
+def chroma_format(value, allowed: tuple[str, ...], what: str) -> str:
+    """Normalise a chroma subsampling option: ``"444"``, ``"4:4:4"`` and ``444`` (an
+    int, as ``-O subsampling=444`` parses) all give ``"444"``."""
+    v = str(value).replace(":", "").strip()
+    if v not in allowed:
+        raise InputError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+    return v
+
+
+def int_option(value, lo: int, hi: int, what: str) -> int:
+    """An integer codec option in ``lo..hi``, or InputError."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be an integer, got {value!r}") from None
+    if not lo <= v <= hi:
+        raise InputError(f"{what} must be in {lo}..{hi}, got {v}")
+    return v
 
 
 def pixels_of(image: np.ndarray) -> int:

@@ -20,12 +20,24 @@ import numpy as np
 from PIL import Image
 
 from gencodec.codecs_ext import _hevc
-from gencodec.codecs_ext.base import Codec, QualityRange
-from gencodec.errors import BitstreamError, GencodecError
+from gencodec.codecs_ext.base import Codec, QualityRange, chroma_format
+from gencodec.errors import BitstreamError, GencodecError, InputError
 
 BPG_MAGIC = b"BPG\xfb"
 FALLBACK_TAG = b"H"
 _CHROMA = {"420": (0, "yuv420p"), "444": (1, "yuv444p")}
+
+
+def _as_bool(value, what: str) -> bool | None:
+    """None, a bool, 0/1 or a word such as "yes"/"false" (``-O use_bpgenc=false``)."""
+    if value is None or isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"{what} must be true or false, got {value!r}")
 
 
 class BpgCodec(Codec):
@@ -40,14 +52,15 @@ class BpgCodec(Codec):
 
     def __init__(self, chroma: str = "420", use_bpgenc: bool | None = None,
                  preset: str = "medium"):
-        if chroma not in _CHROMA:
-            raise ValueError("bpg chroma must be '420' or '444'")
-        self.chroma = chroma
+        self.chroma = chroma_format(chroma, tuple(_CHROMA), "bpg chroma")
         self.preset = preset
+        use_bpgenc = _as_bool(use_bpgenc, "bpg use_bpgenc")
         found = shutil.which("bpgenc") is not None and shutil.which("bpgdec") is not None
         if use_bpgenc and not found:
             raise GencodecError("bpgenc/bpgdec are not on PATH")
         self.use_bpgenc = found if use_bpgenc is None else use_bpgenc
+        if not self.use_bpgenc:  # x265 misbehaves on small pictures (see _hevc)
+            self.min_coded_size = _hevc.MIN_SAFE_SIZE
 
     def backend(self) -> str:
         if self.use_bpgenc:
@@ -69,8 +82,10 @@ class BpgCodec(Codec):
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "in.png"), Path(tmp, "out.bpg")
             Image.fromarray(image).save(src)
-            subprocess.run(["bpgenc", "-q", str(qp), "-f", self.chroma, "-o", str(dst), str(src)],
-                           check=True, capture_output=True)
+            proc = subprocess.run(["bpgenc", "-q", str(qp), "-f", self.chroma, "-o", str(dst),
+                                   str(src)], capture_output=True)
+            if proc.returncode != 0 or not dst.is_file():
+                raise GencodecError(f"bpgenc failed: {proc.stderr.decode(errors='replace')}")
             return dst.read_bytes()
 
     # -- decoding ----------------------------------------------------------------
@@ -82,6 +97,7 @@ class BpgCodec(Codec):
         frames = _hevc.decode_frames(payload[4:], _hevc.FULL_RANGE_601)
         if len(frames) != 1:
             raise BitstreamError(f"bpg: expected one picture, found {len(frames)}")
+        _hevc.check_coded_size(frames[0], "bpg", width, height)
         return frames[0]
 
     @staticmethod

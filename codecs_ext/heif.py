@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gencodec.codecs_ext._pillow import PillowCodec
-from gencodec.codecs_ext.base import QualityRange
+from gencodec.codecs_ext.base import QualityRange, chroma_format
 
 
 class HeifCodec(PillowCodec):
@@ -11,13 +11,13 @@ class HeifCodec(PillowCodec):
 
     name = "heif"
     pil_format = "HEIF"
-    pad_multiple = 2
+    # libheif pads odd sizes itself and records the true size (a clean-aperture box), so
+    # the payload -- and ``gencodec encode --raw`` -- is a HEIF of exactly the input size.
+    pad_multiple = 1
     quality = QualityRange("quality", 0, 100, 50, higher_is_better=True)
 
     def __init__(self, chroma: str = "420"):
-        if chroma not in ("420", "444"):
-            raise ValueError("heif chroma must be '420' or '444'")
-        self.chroma = chroma
+        self.chroma = chroma_format(chroma, ("420", "444"), "heif chroma")
 
     def _save_options(self, quality: float) -> dict:
         return {"quality": int(quality), "chroma": int(self.chroma)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gencodec.codecs_ext._pillow import PillowCodec
-from gencodec.codecs_ext.base import QualityRange
+from gencodec.codecs_ext.base import QualityRange, int_option
 
 
 class WebpCodec(PillowCodec):
@@ -14,7 +14,7 @@ class WebpCodec(PillowCodec):
     quality = QualityRange("quality", 0, 100, 75, higher_is_better=True)
 
     def __init__(self, method: int = 6):
-        self.method = int(method)
+        self.method = int_option(method, 0, 6, "webp method")
 
     def _save_options(self, quality: float) -> dict:
         return {"quality": int(quality), "method": self.method, "lossless": False}

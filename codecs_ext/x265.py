@@ -24,13 +24,14 @@ class X265Codec(Codec):
     name = "x265"
     quality = QualityRange("crf", 0, 51, 28, higher_is_better=False)
     pad_multiple = 8
+    min_coded_size = _hevc.MIN_SAFE_SIZE
 
     def __init__(self, mode: str = "crf", gop: str = "normal", preset: str = "medium",
                  x265_params: dict[str, object] | None = None):
         if mode not in ("crf", "qp"):
-            raise ValueError("x265 mode must be 'crf' or 'qp'")
+            raise InputError(f"x265 mode must be 'crf' or 'qp', got {mode!r}")
         if gop not in ("normal", "intra"):
-            raise ValueError("x265 gop must be 'normal' or 'intra'")
+            raise InputError(f"x265 gop must be 'normal' or 'intra', got {gop!r}")
         self.mode, self.gop, self.preset = mode, gop, preset
         self.extra_params = dict(x265_params or {})
         if mode == "qp":
@@ -40,6 +41,10 @@ class X265Codec(Codec):
         return f"{_hevc.x265_version()} ({self.mode}, {self.gop} GOP)"
 
     def _prepare(self, frames) -> np.ndarray:
+        if isinstance(frames, np.ndarray) and frames.ndim != 4:
+            # an HxWx3 image would otherwise be read as H frames of W x 3 pixels
+            raise InputError(f"x265: expected a TxHxWx3 sequence of frames, got shape "
+                             f"{frames.shape} (wrap one image as image[None])")
         seq = [as_rgb_uint8(f, f"frame {i}") for i, f in enumerate(frames)]
         if not seq:
             raise InputError("x265: no frames to encode")
@@ -64,4 +69,6 @@ class X265Codec(Codec):
         frames = _hevc.decode_frames(payload[4:], _hevc.LIMITED_RANGE_709)
         if len(frames) != count:
             raise BitstreamError(f"x265: decoded {len(frames)} frames, expected {count}")
+        for f in frames:
+            _hevc.check_coded_size(f, "x265", width, height)
         return np.stack(frames)

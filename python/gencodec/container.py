@@ -91,8 +91,15 @@ def pack(codec: str, width: int, height: int, payload: bytes,
 
 def read_header(data: bytes) -> Header:
     """Parse and verify the header alone (used by ``gencodec info`` and by :func:`unpack`)."""
-    data = memoryview(data)
-    if len(data) < 4 or bytes(data[:4]) != MAGIC:
+    try:
+        data = memoryview(data)
+    except TypeError:
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}") from None
+    if len(data) == 0:
+        raise BitstreamError("empty stream")
+    if len(data) < 4 and MAGIC.startswith(bytes(data)):
+        raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
+    if bytes(data[:4]) != MAGIC:
         raise BitstreamError("not a gencodec stream (wrong magic)")
     if len(data) < HEADER_SIZE:
         raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
@@ -129,8 +136,9 @@ def unpack(data: bytes, *, codec: str | None = None, fingerprint: bytes | None =
             "model fingerprint mismatch: the stream was made with another model or coding "
             f"profile (stream {header.fingerprint.hex()[:16]}..., decoder "
             f"{fingerprint.hex()[:16]}...)")
-    payload = bytes(memoryview(data)[HEADER_SIZE:])
-    (payload_crc,) = struct.unpack(">I", bytes(memoryview(data)[_HEADER.size - 4:_HEADER.size]))
+    view = memoryview(data)
+    payload = bytes(view[HEADER_SIZE:])
+    (payload_crc,) = struct.unpack(">I", view[_HEADER.size - 4:_HEADER.size])
     if len(payload) < header.payload_length:
         if allow_prefix:
             return Stream(header, payload, truncated=True)

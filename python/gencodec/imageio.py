@@ -5,15 +5,17 @@ Images are HxWx3 ``uint8`` RGB numpy arrays. :func:`load_image` turns any file P
 
 * alpha (RGBA, LA, P with transparency) is composited on **white**;
 * grayscale and palette images become RGB;
-* 16-bit and float images are scaled to 8 bits (rounded, not truncated);
-* the EXIF orientation is applied;
-* more than :data:`MAX_PIXELS` pixels (default 268 million, ``GENCODEC_MAX_PIXELS``
-  overrides) is refused before decoding;
-* empty, unreadable, corrupt and truncated files raise :class:`InputError` naming the file.
+* 16-bit grayscale and float images are scaled to 8 bits (rounded, not truncated);
+  16-bit RGB(A) files are reduced to 8 bits by Pillow itself (high byte);
+* the EXIF orientation is applied (an unreadable EXIF block is ignored);
+* more than :data:`MAX_PIXELS` pixels (default 2**28 = 268 million,
+  ``GENCODEC_MAX_PIXELS`` overrides) is refused before decoding;
+* empty, unreadable, corrupt and truncated files raise :class:`InputError` naming the
+  file (PNG files are also checked chunk by chunk, CRCs included, up to IEND).
 
 Outputs are written atomically (:func:`atomic_output`): to a temporary file in the same
-folder, renamed into place only when complete, never over an existing file without
-``force``.
+folder, moved into place only when complete, never over an existing file without
+``force``; the new file gets the usual permissions (0666 less the umask).
 """
 
 from __future__ import annotations
@@ -110,15 +112,26 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(p) as im:
             check_pixels(im.width, im.height, str(p))
+            if im.format == "PNG":
+                # Pillow decodes a PNG whose last bytes (zlib checksum, IEND) are cut
+                # off without complaint; verify() walks every chunk and its CRC.
+                im.verify()
+        with Image.open(p) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # a broken EXIF block: keep the stored orientation
+                pass
             return _pil_to_rgb(im)
     except InputError:
         raise
     except Image.UnidentifiedImageError:
         raise InputError(f"{p}: not a recognised image file (or corrupt)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{p}: cannot decode image: {exc}") from None
+    except MemoryError:
+        raise InputError(f"{p}: not enough memory to decode this image") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise all sorts on corrupt data
+        why = str(exc) or type(exc).__name__
+        raise InputError(f"{p}: cannot decode image (corrupt or truncated?): {why}") from None
 
 
 @contextlib.contextmanager
@@ -129,23 +142,56 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     The temporary name keeps the suffix, so libraries that pick a format by
     extension still work."""
     dest = Path(path)
-    if dest.exists() and not force:
-        raise OutputExistsError(f"{dest}: exists (use --force to overwrite)")
-    if dest.is_dir():
-        raise InputError(f"{dest}: is a directory")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{dest}: folder {parent} does not exist")
+    check_output(dest, force)
+    parent = dest.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{dest.suffix}",
                                dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp creates the file 0600; give the output the permissions open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
-        os.replace(tmp_path, dest)
+        if force:
+            os.replace(tmp_path, dest)
+        else:
+            _move_no_clobber(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output(path: str | os.PathLike, force: bool = False) -> None:
+    """Raise unless ``path`` can be written: an existing file needs ``force``, a
+    directory never is, and the folder must exist. Commands call this before long work
+    so that they fail early; :func:`atomic_output` calls it again."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise InputError(f"{dest}: is a directory")
+    if dest.exists() and not force:
+        raise OutputExistsError(f"{dest}: exists (use --force to overwrite)")
+    if not dest.parent.is_dir():
+        raise InputError(f"{dest}: folder {dest.parent} does not exist")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _move_no_clobber(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` to ``dest`` unless ``dest`` appeared meanwhile (a hard link fails
+    if the name exists, where a rename would replace it)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise OutputExistsError(f"{dest}: exists (use --force to overwrite)") from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if dest.exists():
+            raise OutputExistsError(f"{dest}: exists (use --force to overwrite)") from None
+        os.replace(tmp, dest)
+    # the finally clause of atomic_output removes the temporary name
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> None:

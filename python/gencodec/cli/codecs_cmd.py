@@ -16,9 +16,15 @@ def register(sub) -> None:
 def run(args) -> int:
     rows = []
     for name, cls in CODECS.items():
-        codec = cls()
-        ok, why = codec.available()
-        rows.append((name, codec.quality.describe(), codec.backend() if ok else f"UNAVAILABLE: {why}"))
+        try:
+            codec = cls()
+            ok, why = codec.available()
+            rows.append((name, codec.quality.describe(),
+                         codec.backend() if ok else f"UNAVAILABLE: {why}"))
+        except Exception as exc:  # noqa: BLE001 - one broken codec must not hide the rest
+            quality = getattr(cls, "quality", None)
+            rows.append((name, quality.describe() if hasattr(quality, "describe") else "?",
+                         f"UNAVAILABLE: {exc or type(exc).__name__}"))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     print(f"{'codec':<{w0}}  {'quality':<{w1}}  back end")

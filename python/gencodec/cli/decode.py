@@ -8,7 +8,7 @@ from gencodec import container
 from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
 from gencodec.codecs_ext import get_codec
 from gencodec.errors import InputError
-from gencodec.imageio import save_image
+from gencodec.imageio import check_output, save_image
 
 
 def register(sub) -> None:
@@ -29,10 +29,15 @@ def run(args) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    check_output(args.output, args.force)  # fail before the work, not after
     data = path.read_bytes()
     header = container.read_header(data)
+    if header.codec == "x265":
+        raise InputError(f"{path}: a {header.codec} stream holds video; use 'gencodec transcode'")
     codec = get_codec(header.codec, **codec_options(args))
     if args.max_bytes is not None:
+        if args.max_bytes <= 0:
+            raise InputError(f"--max-bytes must be positive, got {args.max_bytes}")
         if not getattr(codec, "progressive", False):
             raise InputError(f"--max-bytes: {header.codec} streams are not progressive")
         image = codec.decode(data[:args.max_bytes], max_bytes=args.max_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
 from gencodec.codecs_ext import bits_per_pixel, find_quality_for_bpp, get_codec
 from gencodec.errors import InputError
-from gencodec.imageio import load_image, write_bytes_atomic
+from gencodec.imageio import check_output, load_image, write_bytes_atomic
 
 
 def register(sub) -> None:
@@ -31,6 +31,12 @@ def run(args) -> int:
     if args.codec == "x265":
         raise InputError("x265 is a video codec: use 'gencodec transcode' for video")
     codec = get_codec(args.codec, **codec_options(args))
+    ok, why = codec.available()
+    if not ok:
+        raise InputError(f"{args.codec} is not available here: {why}")
+    if args.quality is not None:
+        codec.quality.check(args.quality)
+    check_output(args.output, args.force)  # fail before the work, not after
     image = load_image(args.input)
     if args.bpp is not None:
         result = find_quality_for_bpp(codec, image, args.bpp)

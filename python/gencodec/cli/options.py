@@ -8,13 +8,22 @@ from gencodec.errors import InputError
 
 
 def parse_codec_options(pairs: list[str] | None) -> dict[str, object]:
-    """``["subsampling=444", "method=4"]`` -> ``{"subsampling": "444", "method": 4}``."""
+    """``["subsampling=444", "method=4", "speed=fast"]`` ->
+    ``{"subsampling": 444, "method": 4, "speed": "fast"}``: values that read as integers
+    become ints, the rest stay strings (codecs normalise, e.g. ``subsampling=444``)."""
     options: dict[str, object] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise InputError(f"codec option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else value
+        parsed: object = value
+        if value.isascii() and "_" not in value:
+            try:
+                parsed = int(value)
+            except ValueError:
+                pass
+        options[key.replace("-", "_")] = parsed
     return options
 
 
