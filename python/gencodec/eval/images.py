@@ -1,0 +1,84 @@
+"""Where the images of an evaluation come from.
+
+``--images`` takes a folder (every image file in it, sorted by name) or
+``skimage:NAME,NAME,...``: photos that ship inside scikit-image's wheel, so a clean
+clone can run an evaluation with nothing downloaded and no third-party image committed.
+``skimage:photos`` names the six of :data:`SKIMAGE_PHOTOS`. ``--crop N`` takes the
+central NxN square of each image (quick runs, tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from gencodec.errors import InputError
+from gencodec.imageio import load_image
+
+#: name -> how to get it from ``skimage.data`` (all photos, public domain or CC0).
+SKIMAGE_PHOTOS = {
+    "astronaut": lambda d: d.astronaut(),
+    "coffee": lambda d: d.coffee(),
+    "chelsea": lambda d: d.chelsea(),
+    "rocket": lambda d: d.rocket(),
+    "motorcycle_left": lambda d: d.stereo_motorcycle()[0],
+    "hubble_deep_field": lambda d: d.hubble_deep_field(),
+}
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm",
+                  ".heic", ".heif"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """One image of a run: a name (unique in the run) and where to load it from.
+    Picklable, so worker processes load images themselves."""
+
+    name: str
+    path: str | None = None        # a file, or
+    skimage: str | None = None     # a key of SKIMAGE_PHOTOS
+    crop: int | None = None        # central crop side
+
+    def load(self) -> np.ndarray:
+        if self.path is not None:
+            image = load_image(self.path)
+        else:
+            try:
+                from skimage import data
+            except ImportError:
+                raise InputError("skimage: images need scikit-image: pip install "
+                                 "'gencodec[test]'") from None
+            image = np.ascontiguousarray(SKIMAGE_PHOTOS[self.skimage](data))
+        return center_crop(image, self.crop) if self.crop else image
+
+
+def center_crop(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = min(side, h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return np.ascontiguousarray(image[top:top + s, left:left + s])
+
+
+def find_images(spec: str, crop: int | None = None) -> tuple[list[ImageSource], str]:
+    """``--images`` -> (sources, dataset name)."""
+    if spec.startswith("skimage:"):
+        names = [n for n in spec[len("skimage:"):].split(",") if n]
+        if names == ["photos"]:
+            names = list(SKIMAGE_PHOTOS)
+        unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
+        if unknown or not names:
+            raise InputError(f"unknown scikit-image photo(s) {', '.join(unknown) or '(none)'}; "
+                             f"known: {', '.join(SKIMAGE_PHOTOS)} (or 'photos' for all)")
+        return [ImageSource(n, skimage=n, crop=crop) for n in names], "skimage"
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder (or use skimage:NAME,...)")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    stems = [p.stem for p in files]
+    names = stems if len(set(stems)) == len(stems) else [p.name for p in files]
+    return ([ImageSource(n, path=str(p), crop=crop) for n, p in zip(names, files)],
+            folder.resolve().name)

@@ -1,0 +1,312 @@
+"""Rate-distortion-perception runs: every image x preprocessor x codec x quality.
+
+For each image and preprocessor (``none``, a classic FFmpeg filter from
+:mod:`gencodec.filters.classic`, or any other spec, handed to
+``gencodec.filters.load_preprocessor``) the image is preprocessed once, then encoded by
+each codec at each quality and decoded; every metric compares the decoded image with
+the *original* image. A point records the quality setting, ``bytes`` and ``bpp`` of
+the codec's own bitstream (the file a standard decoder reads: ``.jpg``, ``.webp``, the
+HEVC stream), ``bpp_stream`` of the whole gencodec stream (64-byte container header
+included), each metric, and the encoding and decoding wall times.
+
+Layout of a results folder (written as the run goes, so an interrupted run resumes)::
+
+    run.json                              the settings of the latest run
+    preprocessed/<pre>/<image>.png|.json  preprocessed image and its time
+    points/<pre>/<codec>/<image>.json     the points of one image (resume state)
+
+:func:`gencodec.eval.summary.summarize` turns these into the CompressAI-style JSON,
+CSV, plots and BD-rate tables. Work is spread over processes, one task per image and
+preprocessor; a point already on disk with every metric of the run is not recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gencodec.codecs_ext import bits_per_pixel, get_codec
+from gencodec.errors import GencodecError, InputError
+from gencodec.eval.images import ImageSource
+from gencodec.eval.metrics import MetricSuite
+from gencodec.imageio import atomic_output, load_image, save_image
+
+#: Five settings per codec, low to high quality (BD-rate needs at least four).
+DEFAULT_QUALITIES: dict[str, list[float]] = {
+    "jpeg": [15, 30, 50, 70, 90],
+    "webp": [10, 30, 50, 70, 90],
+    "heif": [15, 30, 50, 70, 90],
+    "avif": [15, 30, 50, 70, 90],
+    "bpg": [42, 37, 32, 27, 22],
+    "x265": [42, 37, 32, 27, 22],
+}
+NONE = "none"
+#: Video codecs: they take and return TxHxWx3 frames (an image is a one-frame sequence).
+SEQUENCE_CODECS = ("x265",)
+
+
+def slug(spec: str) -> str:
+    """A file-name-safe form of a preprocessor spec (``nlmeans:s=5`` -> ``nlmeans_s=5``)."""
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", spec).strip("_") or "_"
+
+
+def config_name(preprocess: str, codec: str) -> str:
+    """The name of a (preprocessor, codec) configuration: ``jpeg``, ``nlmeans+jpeg``."""
+    return codec if preprocess == NONE else f"{preprocess}+{codec}"
+
+
+def load_preprocessor(spec: str):
+    """``none`` -> None; a classic filter -> :class:`ClassicFilter`; anything else ->
+    ``gencodec.filters.load_preprocessor(spec)`` (a learned model)."""
+    if spec == NONE:
+        return None
+    from gencodec.filters.classic import is_classic, load_classic
+
+    if is_classic(spec):
+        return load_classic(spec)
+    try:
+        from gencodec.filters import load_preprocessor as load_learned
+    except ImportError as exc:
+        raise InputError(f"preprocessor {spec!r}: not a classic filter (nlmeans, gblur, "
+                         f"unsharp, hqdn3d) and learned preprocessors are not available "
+                         f"({exc})") from None
+    return load_learned(spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One image under one preprocessor, through every codec and quality."""
+
+    image: ImageSource
+    preprocess: str
+    codecs: tuple[str, ...]
+    qualities: tuple[tuple[str, tuple[float, ...]], ...]  # codec -> settings
+    metrics: tuple[str, ...]
+    out: str
+
+    def points_path(self, codec: str) -> Path:
+        return Path(self.out, "points", slug(self.preprocess), codec, f"{self.image.name}.json")
+
+    def missing(self, metrics: list[str]) -> dict[str, list[float]]:
+        """codec -> the qualities whose point is not on disk with every metric."""
+        todo = {}
+        for codec, qs in self.qualities:
+            done = {p["quality"] for p in read_points(self.points_path(codec), self.image)
+                    if all(m in p for m in metrics)}
+            left = [q for q in qs if q not in done]
+            if left:
+                todo[codec] = left
+        return todo
+
+
+def read_points(path: Path, source: ImageSource | None = None) -> list[dict]:
+    """The points in a file; none if it is missing, unreadable or (given ``source``)
+    was made from another image source (another file or crop under the same name)."""
+    try:
+        doc = json.loads(path.read_text())
+        if source is not None and doc["source"] != dataclasses.asdict(source):
+            return []
+        return doc["points"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return []
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, allow_nan=True) + "\n")
+
+
+# -- work inside a process --------------------------------------------------------------
+_SUITES: dict[tuple, MetricSuite] = {}
+_PREPROCESSORS: dict[str, object] = {}
+
+
+def _suite(metrics: tuple[str, ...], weights_dir: str | None) -> MetricSuite:
+    key = (metrics, weights_dir)
+    if key not in _SUITES:
+        _SUITES[key] = MetricSuite(list(metrics), weights_dir)
+    return _SUITES[key]
+
+
+def _preprocessed(task: Task, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The preprocessed image and the seconds it took (cached under preprocessed/)."""
+    if task.preprocess == NONE:
+        return image, 0.0
+    base = Path(task.out, "preprocessed", slug(task.preprocess), task.image.name)
+    png, meta = base.with_suffix(".png"), base.with_suffix(".json")
+    source = dataclasses.asdict(task.image)
+    if png.is_file() and meta.is_file():
+        cached = json.loads(meta.read_text())
+        if cached.get("source") == source:
+            return load_image(png), cached["seconds"]
+    if task.preprocess not in _PREPROCESSORS:
+        _PREPROCESSORS[task.preprocess] = load_preprocessor(task.preprocess)
+    t0 = time.perf_counter()
+    out = np.asarray(_PREPROCESSORS[task.preprocess](image))
+    seconds = time.perf_counter() - t0
+    if out.shape != image.shape or out.dtype != np.uint8:
+        raise GencodecError(f"preprocessor {task.preprocess!r} returned {out.shape} "
+                            f"{out.dtype} for a {image.shape} uint8 image")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    save_image(png, out, force=True)
+    write_json(meta, {"seconds": seconds, "source": source})
+    return out, seconds
+
+
+def _code(codec, image: np.ndarray, quality: float):
+    """Encode + decode one image; sequence codecs (x265) get a one-frame sequence."""
+    frames = codec.name in SEQUENCE_CODECS
+    t0 = time.perf_counter()
+    data = codec.encode(image[None] if frames else image, quality)
+    t1 = time.perf_counter()
+    decoded = codec.decode(data)
+    t2 = time.perf_counter()
+    return data, (decoded[0] if frames else decoded), t1 - t0, t2 - t1
+
+
+def run_task(task: Task, weights_dir: str | None = None) -> int:
+    """Compute and write the missing points of a task; returns how many were computed."""
+    suite = _suite(task.metrics, weights_dir)
+    todo = task.missing(suite.names)
+    if not todo:
+        return 0
+    original = task.image.load()
+    source, pre_seconds = _preprocessed(task, original)
+    h, w = original.shape[:2]
+    computed = 0
+    for codec_name, qualities in todo.items():
+        codec = get_codec(codec_name)
+        path = task.points_path(codec_name)
+        points = {p["quality"]: p for p in read_points(path, task.image)}
+        for q in qualities:
+            data, decoded, enc_s, dec_s = _code(codec, source, q)
+            payload = codec.payload(data)
+            points[q] = {"quality": q, "bytes": len(payload),
+                         "bpp": bits_per_pixel(payload, original),
+                         "bpp_stream": bits_per_pixel(data, original),
+                         **suite(original, decoded),
+                         "encoding_time": enc_s, "decoding_time": dec_s}
+            computed += 1
+        write_json(path, {"image": task.image.name, "source": dataclasses.asdict(task.image),
+                          "preprocess": task.preprocess,
+                          "codec": codec_name, "width": w, "height": h,
+                          "preprocess_time": pre_seconds,
+                          "points": sorted(points.values(), key=lambda p: p["quality"])})
+    return computed
+
+
+def _init_worker() -> None:
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    torch.set_num_threads(1)  # one process per core; no oversubscription
+
+
+# -- the run ------------------------------------------------------------------------------
+def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, list[float]]:
+    """``["jpeg=10,50,90", "bpg=40,30"]`` or ``["10,50,90"]`` (every codec) -> settings,
+    defaults (:data:`DEFAULT_QUALITIES`) for codecs not named."""
+    chosen: dict[str, list[float]] = {}
+    for item in items or []:
+        for part in filter(None, item.split(";")):
+            name, sep, values = part.rpartition("=")
+            try:
+                qs = [float(v) for v in values.split(",") if v.strip()]
+            except ValueError:
+                raise InputError(f"--qualities {part!r}: not a list of numbers") from None
+            qs = [int(v) if v.is_integer() else v for v in qs]
+            for codec in ([name] if sep else codecs):
+                if codec not in codecs:
+                    raise InputError(f"--qualities names {codec!r}, which is not in --codecs")
+                chosen[codec] = qs
+    out = {}
+    for codec in codecs:
+        qs = chosen.get(codec, DEFAULT_QUALITIES.get(codec))
+        if not qs:
+            raise InputError(f"no default qualities for {codec}: give --qualities {codec}=...")
+        qr = get_codec(codec).quality
+        try:
+            out[codec] = [qr.check(q) for q in qs]
+        except InputError as exc:
+            raise InputError(f"--qualities for {codec}: {exc}") from None
+    return out
+
+
+def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str], out: Path,
+             *, qualities: dict[str, list[float]], metrics: list[str], dataset: str,
+             jobs: int | None = None, weights_dir: str | None = None,
+             progress: bool = True) -> dict:
+    """Run (or resume) an evaluation into ``out``; returns the settings written to
+    ``run.json``. Summaries are :func:`gencodec.eval.summary.summarize`'s job."""
+    for name in codecs:
+        ok, why = get_codec(name).available()
+        if not ok:
+            raise InputError(f"codec {name} is not available here: {why}")
+    for spec in preprocess:  # fail before any work on a bad spec (learned: on first use)
+        if spec != NONE:
+            from gencodec.filters.classic import is_classic
+
+            if is_classic(spec):
+                load_preprocessor(spec)
+    names = [im.name for im in images]
+    if len(set(names)) != len(names):
+        raise InputError("two images have the same name")
+    suite = MetricSuite(metrics, weights_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {"dataset": dataset, "images": [dataclasses.asdict(im) for im in images],
+           "codecs": codecs, "preprocess": preprocess, "qualities": qualities,
+           "metrics": metrics, "unavailable": suite.unavailable,
+           "unavailable_details": suite.details,
+           "codec_backends": {c: get_codec(c).backend() for c in codecs}}
+    write_json(out / "run.json", run)
+    for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
+        stale.unlink()
+    tasks = [Task(im, pre, tuple(codecs), tuple((c, tuple(q)) for c, q in qualities.items()),
+                  tuple(metrics), str(out)) for im in images for pre in preprocess]
+    pending = [t for t in tasks if t.missing(suite.names)]
+    if progress and len(pending) < len(tasks):
+        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} image x preprocessor "
+              f"tasks already done in {out}")
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(pending) or 1))
+    with tqdm(total=len(pending), desc="eval", unit="task", disable=not progress) as bar:
+        if jobs == 1:
+            for task in pending:
+                _run_named(task, weights_dir)
+                bar.update()
+        else:
+            # spawn: torch and fork do not mix. Workers ignore Ctrl-C; the parent stops
+            # them at once (finished points are on disk, written atomically).
+            pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker)
+            try:
+                for _ in pool.imap_unordered(_run_named_star, [(t, weights_dir) for t in pending]):
+                    bar.update()
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
+    return run
+
+
+def _run_named(task: Task, weights_dir: str | None) -> int:
+    """:func:`run_task`, with the image and preprocessor named in its errors."""
+    try:
+        return run_task(task, weights_dir)
+    except GencodecError as exc:
+        raise GencodecError(f"{task.image.name}, {task.preprocess}: {exc}") from None
+
+
+def _run_named_star(args) -> int:
+    return _run_named(*args)
