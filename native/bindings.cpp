@@ -4,6 +4,12 @@
 
 #include "build_info.hpp"
 
+namespace gencodec {
+namespace rcc {
+void register_bindings(pybind11::module_& m);  // rcc/rcc_bindings.cpp
+}  // namespace rcc
+}  // namespace gencodec
+
 namespace py = pybind11;
 
 PYBIND11_MODULE(_native, m) {
@@ -21,4 +27,5 @@ PYBIND11_MODULE(_native, m) {
         return d;
       },
       "Compiler, OpenMP threads, whether CUDA was compiled in and how many devices it sees.");
+  gencodec::rcc::register_bindings(m);
 }

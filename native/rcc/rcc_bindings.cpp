@@ -1,0 +1,195 @@
+// Python bindings of the reverse-channel coder (gencodec._native.rcc_*). Plain
+// buffers in and out; the GIL is released around all heavy work.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "build_info.hpp"
+#include "rcc/pfr.hpp"
+
+namespace py = pybind11;
+
+namespace gencodec {
+namespace rcc {
+namespace {
+
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+const double* vec(const F64& a, const char* name, int64_t d) {
+  if (a.ndim() != 1 || a.shape(0) != d) {
+    throw std::invalid_argument(std::string(name) + " must be 1-D of length " + std::to_string(d) +
+                                ", got " + std::to_string(a.size()) + " values in " +
+                                std::to_string(a.ndim()) + " dims");
+  }
+  return a.data();
+}
+
+void check_finite(const double* x, int64_t d, const char* name, bool positive) {
+  for (int64_t i = 0; i < d; ++i) {
+    if (!std::isfinite(x[i]) || (positive && !(x[i] > 0.0))) {
+      throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
+                                  "] = " + std::to_string(x[i]) +
+                                  (positive ? " (must be finite and > 0)" : " (must be finite)"));
+    }
+  }
+}
+
+bool use_cuda(const std::string& device) {
+  if (device == "cpu") return false;
+  if (device != "cuda")
+    throw std::invalid_argument("device must be 'cpu' or 'cuda', got '" + device + "'");
+#ifdef GENCODEC_WITH_CUDA
+  std::string err;
+  if (cuda_device_count(err) <= 0)
+    throw std::runtime_error("device='cuda' but no CUDA device: " +
+                             (err.empty() ? std::string("0 devices") : err));
+  return true;
+#else
+  throw std::runtime_error("device='cuda' but gencodec._native was built without CUDA");
+#endif
+}
+
+py::array_t<float> normals(Key key, uint64_t start, int64_t count, bool cuda) {
+  if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
+  py::array_t<float> out(count);
+  float* p = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+#ifdef GENCODEC_WITH_CUDA
+    if (cuda) {
+      normals_cuda(key, start, count, p);
+    } else {
+      normals_cpu(key, start, count, p);
+    }
+#else
+    (void)cuda;
+    normals_cpu(key, start, count, p);
+#endif
+  }
+  return out;
+}
+
+py::array_t<float> sample_of(const double* mu_p, const double* s_p, int64_t d, Key key,
+                             uint64_t index, bool cuda) {
+  py::array_t<float> n = normals(key, index * static_cast<uint64_t>(d), d, cuda);
+  py::array_t<float> out(d);
+  candidate_sample(mu_p, s_p, d, n.data(), out.mutable_data());
+  return out;
+}
+
+}  // namespace
+
+void register_bindings(py::module_& m) {
+  m.attr("RCC_MIN_CHUNK_BITS") = kMinChunkBits;
+  m.attr("RCC_MAX_CHUNK_BITS") = kMaxChunkBits;
+  m.def("rcc_key", &derive_key, py::arg("seed"), py::arg("step"), py::arg("chunk"),
+        "The 64-bit Philox key of (seed, step, chunk): splitmix64(splitmix64(splitmix64(seed) ^ "
+        "step) ^ chunk); the Philox key words are its low and high 32 bits.");
+  m.def(
+      "philox4x32_10",
+      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
+        if (ctr.size() != 4 || key.size() != 2) {
+          throw std::invalid_argument("philox4x32_10 needs 4 counter words and 2 key words");
+        }
+        philox4x32_10(ctr[0], ctr[1], ctr[2], ctr[3], Key{key[0], key[1]});
+        return py::make_tuple(ctr[0], ctr[1], ctr[2], ctr[3]);
+      },
+      py::arg("counter"), py::arg("key"), "One Philox4x32-10 block (Random123 semantics).");
+  m.def(
+      "rcc_normals",
+      [](uint64_t seed, uint64_t step, uint64_t chunk, uint64_t start, int64_t count,
+         const std::string& device) {
+        return normals(split_key(derive_key(seed, step, chunk)), start, count, use_cuda(device));
+      },
+      py::arg("seed"), py::arg("step"), py::arg("chunk"), py::arg("start"), py::arg("count"),
+      py::arg("device") = "cpu", "Standard normals at counters start ... start+count-1 (float32).");
+  m.def(
+      "rcc_arrival_times",
+      [](uint64_t seed, uint64_t step, uint64_t chunk, int k) {
+        check_chunk_bits(k);
+        std::vector<uint64_t> t;
+        {
+          py::gil_scoped_release nogil;
+          t = arrival_times(split_key(derive_key(seed, step, chunk)), uint64_t{1} << k);
+        }
+        py::array_t<uint64_t> out(static_cast<py::ssize_t>(t.size()));
+        std::copy(t.begin(), t.end(), out.mutable_data());
+        return out;
+      },
+      py::arg("seed"), py::arg("step"), py::arg("chunk"), py::arg("chunk_bits"),
+      "Poisson arrival times of a chunk's 2^k candidates, fixed point (units of 2^-32).");
+  m.def(
+      "rcc_encode_chunk",
+      [](const F64& mu_q, const F64& s_q, const F64& mu_p, const F64& s_p, uint64_t seed,
+         uint64_t step, uint64_t chunk, int k, const std::string& device) {
+        const int64_t d = mu_q.ndim() == 1 ? mu_q.shape(0) : -1;
+        if (d <= 0) throw std::invalid_argument("mu_q must be 1-D with at least 1 value");
+        const double *a = vec(mu_q, "mu_q", d), *b = vec(s_q, "sigma_q", d);
+        const double *c = vec(mu_p, "mu_p", d), *e = vec(s_p, "sigma_p", d);
+        check_finite(a, d, "mu_q", false);
+        check_finite(b, d, "sigma_q", true);
+        check_finite(c, d, "mu_p", false);
+        check_finite(e, d, "sigma_p", true);
+        check_chunk_bits(k);
+        const bool cuda = use_cuda(device);
+        const Key key = split_key(derive_key(seed, step, chunk));
+        uint64_t index;
+        {
+          py::gil_scoped_release nogil;
+          const ChunkCoeffs cf = make_coeffs(a, b, c, e, d);
+#ifdef GENCODEC_WITH_CUDA
+          index = cuda ? pfr_encode_cuda(cf, key, k) : pfr_encode_cpu(cf, key, k);
+#else
+          index = pfr_encode_cpu(cf, key, k);
+#endif
+        }
+        return py::make_tuple(index, sample_of(c, e, d, key, index, cuda));
+      },
+      py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"), py::arg("seed"),
+      py::arg("step"), py::arg("chunk"), py::arg("chunk_bits"), py::arg("device") = "cpu",
+      "PFR-encode one chunk (float64 1-D arrays): returns (index, float32 sample).");
+  m.def(
+      "rcc_decode_chunk",
+      [](const F64& mu_p, const F64& s_p, uint64_t index, uint64_t seed, uint64_t step,
+         uint64_t chunk, int k, const std::string& device) {
+        const int64_t d = mu_p.ndim() == 1 ? mu_p.shape(0) : -1;
+        if (d <= 0) throw std::invalid_argument("mu_p must be 1-D with at least 1 value");
+        const double *c = vec(mu_p, "mu_p", d), *e = vec(s_p, "sigma_p", d);
+        check_finite(c, d, "mu_p", false);
+        check_finite(e, d, "sigma_p", true);
+        check_chunk_bits(k);
+        if (index >> k) {
+          throw std::invalid_argument("index " + std::to_string(index) + " does not fit in " +
+                                      std::to_string(k) + " bits");
+        }
+        return sample_of(c, e, d, split_key(derive_key(seed, step, chunk)), index,
+                         use_cuda(device));
+      },
+      py::arg("mu_p"), py::arg("sigma_p"), py::arg("index"), py::arg("seed"), py::arg("step"),
+      py::arg("chunk"), py::arg("chunk_bits"), py::arg("device") = "cpu",
+      "PFR-decode one chunk: the float32 sample of candidate `index`.");
+  m.def(
+      "rcc_permutation",
+      [](int64_t n, uint64_t seed, uint64_t step) {
+        std::vector<int64_t> p;
+        {
+          py::gil_scoped_release nogil;
+          p = permutation(n, seed, step);
+        }
+        py::array_t<int64_t> out(static_cast<py::ssize_t>(p.size()));
+        std::copy(p.begin(), p.end(), out.mutable_data());
+        return out;
+      },
+      py::arg("n"), py::arg("seed"), py::arg("step"),
+      "Fisher-Yates permutation of range(n) keyed by (seed, step) (domain 2).");
+  m.def("rcc_cpu_kernel", &cpu_kernel_name,
+        "The CPU scoring kernel in use: avx512, avx2 or generic (GENCODEC_RCC_KERNEL forces one).");
+}
+
+}  // namespace rcc
+}  // namespace gencodec

@@ -1,0 +1,396 @@
+"""Reverse-channel coding (RCC) of diagonal Gaussians with the Poisson functional
+representation (PFR): the engine of DiffC.
+
+To send a sample of ``q = N(mu_q, sigma_q^2)`` to a receiver that knows only
+``p = N(mu_p, sigma_p^2)`` and a shared seed, the encoder draws ``K = 2^k`` candidates
+``z_j = mu_p + sigma_p * n_j`` from ``p`` with shared randomness and sends the index
+
+    j* = argmin_j  log T_j - log w_j,     log w_j = log q(z_j) - log p(z_j),
+
+where ``T_j`` are the arrival times of a unit-rate Poisson process (Theis & Ahmed 2022;
+Algorithm 4 of Vonderfecht & Liu, ICLR 2025, here with a fixed budget of ``K``
+candidates). With ``a = sigma_p/sigma_q`` and ``b = (mu_p - mu_q)/sigma_q`` per dimension,
+
+    log w_j = 1/2 sum_i ((1 - a_i) n_ji - b_i) ((1 + a_i) n_ji + b_i) + const,
+
+which has no cancellation for large ``|mu|``. The receiver regenerates ``z_j*`` from the
+index alone. ``z_j*`` follows ``q`` exactly when ``K`` is unbounded; with ``K = 2^k`` it
+is approximate: log N spreads about ``sqrt(2 KL)`` nats around KL for Gaussian mean
+shifts, so a chunk whose KL is close to ``k`` bits is sometimes cut short (the DiffC
+paper's practice; ``padding_bits`` sets the margin).
+
+A diffusion step carries far more than ``k`` bits, so :func:`encode_step` splits its
+dimensions into chunks of about equal KL: ``n = max(1, ceil(KL / (k - padding_bits)))``
+chunks, made of a seeded permutation of the (C-order flattened) dimensions cut into
+``n`` nearly equal parts (the first ``D mod n`` chunks one dimension longer). The
+receiver knows ``n`` from the number of indices; nothing else is sent.
+
+Shared randomness and the bitstream format are defined in ``native/rcc/philox.hpp``
+(Philox4x32-10 keyed by ``(seed, step, chunk)`` through splitmix64, normals by
+Box-Muller from counters ``j*d ... j*d+d-1``) and pinned by golden vectors in the tests.
+
+Arithmetic: inputs (float32 or float64) are read as float64; the per-dimension
+coefficients ``(sigma_q - sigma_p)/sigma_q``, ``(sigma_q + sigma_p)/sigma_q`` and
+``(mu_p - mu_q)/sigma_q`` are formed in float64 and rounded to float32, candidates are
+scored in float32 terms summed in float64, and the sample ``mu_p + sigma_p * n`` is
+formed in float64 and rounded to float32. The CPU (OpenMP, AVX-512/AVX2/portable
+kernels) and CUDA coders perform the same operations in the same order, so they pick
+the same index; the decoder reproduces the encoder's sample bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from gencodec import _native
+from gencodec.errors import InputError
+
+__all__ = [
+    "DEFAULT_PADDING_BITS",
+    "MAX_CHUNK_BITS",
+    "MIN_CHUNK_BITS",
+    "StepCode",
+    "chunk_bounds",
+    "cpu_kernel",
+    "decode_step",
+    "encode_step",
+    "gaussian_kl_bits",
+    "n_chunks_for",
+    "permutation",
+    "pfr_decode_chunk",
+    "pfr_encode_chunk",
+    "philox_normals",
+    "rcc_key",
+]
+
+MIN_CHUNK_BITS = _native.RCC_MIN_CHUNK_BITS  # 1
+MAX_CHUNK_BITS = _native.RCC_MAX_CHUNK_BITS  # 24: 2^24 candidates, 128 MiB of arrival times
+DEFAULT_PADDING_BITS = 2.0
+_DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """The code of one step: one index of ``chunk_bits`` bits per chunk."""
+
+    indices: np.ndarray  # uint32, shape (n_chunks,), each in [0, 2**chunk_bits)
+    chunk_bits: int  # k
+
+    def __post_init__(self) -> None:
+        k = _chunk_bits(self.chunk_bits)
+        raw = np.asarray(self.indices)
+        if raw.ndim != 1 or raw.size == 0:
+            raise InputError(
+                f"StepCode indices must be a non-empty 1-D array, got shape {raw.shape}"
+            )
+        if not np.issubdtype(raw.dtype, np.integer):
+            raise InputError(f"StepCode indices must be integers, got dtype {raw.dtype}")
+        if raw.min() < 0 or raw.max() >= 2**k:
+            raise InputError(
+                f"StepCode indices must lie in [0, 2**{k}), got min {raw.min()} and max {raw.max()}"
+            )
+        indices = raw.astype(np.uint32)
+        indices.flags.writeable = False
+        object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "chunk_bits", k)
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.indices.shape[0])
+
+    def bits(self) -> int:
+        return self.n_chunks * self.chunk_bits
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StepCode):
+            return NotImplemented
+        return self.chunk_bits == other.chunk_bits and np.array_equal(self.indices, other.indices)
+
+    def __hash__(self) -> int:
+        return hash((self.chunk_bits, self.indices.tobytes()))
+
+
+# --- validation -------------------------------------------------------------------
+
+
+def _uint64(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if not 0 <= v < 2**64:
+        raise InputError(f"{name} must be in [0, 2**64), got {v}")
+    return v
+
+
+def _chunk_bits(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"chunk_bits must be an integer, got {value!r}")
+    k = int(value)
+    if not MIN_CHUNK_BITS <= k <= MAX_CHUNK_BITS:
+        raise InputError(f"chunk_bits must be in [{MIN_CHUNK_BITS}, {MAX_CHUNK_BITS}], got {k}")
+    return k
+
+
+def _device(device: object) -> str:
+    """'cpu' or 'cuda' ('cuda:0' and torch.device objects are accepted too; the CUDA
+    coder runs on the current device)."""
+    name = str(device)
+    if name == "cuda:0":
+        name = "cuda"
+    if name not in _DEVICES:
+        raise InputError(f"device must be one of {_DEVICES} (or 'cuda:0'), got {device!r}")
+    if name == "cuda":
+        info = _native.build_info()
+        if not info["cuda_compiled"] or info["cuda_devices"] == 0:
+            raise InputError(f"device='cuda' but no CUDA device is usable: {info['cuda_error']}")
+    return name
+
+
+def _real_array(x: object, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if (
+        not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer))
+        or a.dtype == bool
+    ):
+        raise InputError(f"{name} must be a real float array, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = int(np.flatnonzero(bad.ravel())[0])
+        raise InputError(
+            f"{name} has {int(bad.sum())} non-finite values (first at flat index {first}: "
+            f"{a.ravel()[first]})"
+        )
+    return a
+
+
+def _sigma(x: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    s = _real_array(x, name)
+    try:
+        s = np.broadcast_to(s, shape)
+    except ValueError:
+        raise InputError(
+            f"{name} of shape {s.shape} does not broadcast to the mean's shape {shape}"
+        ) from None
+    if not (s > 0).all():
+        first = int(np.flatnonzero(~(s > 0).ravel())[0])
+        raise InputError(f"{name} must be > 0, got {s.ravel()[first]} at flat index {first}")
+    return np.ascontiguousarray(s, dtype=np.float64).ravel()
+
+
+def _gaussians(mu_q, sigma_q, mu_p, sigma_p):
+    """Validated, flattened float64 (mu_q, s_q, mu_p, s_p) and the original shape."""
+    mq = _real_array(mu_q, "mu_q")
+    mp = _real_array(mu_p, "mu_p")
+    if mq.shape != mp.shape:
+        raise InputError(f"mu_q has shape {mq.shape} but mu_p has shape {mp.shape}")
+    if mq.size == 0:
+        raise InputError("mu_q and mu_p are empty (need at least 1 dimension)")
+    sq = _sigma(sigma_q, "sigma_q", mq.shape)
+    sp = _sigma(sigma_p, "sigma_p", mq.shape)
+    return np.ascontiguousarray(mq).ravel(), sq, np.ascontiguousarray(mp).ravel(), sp, mq.shape
+
+
+def _prior(mu_p, sigma_p):
+    mp = _real_array(mu_p, "mu_p")
+    if mp.size == 0:
+        raise InputError("mu_p is empty (need at least 1 dimension)")
+    return np.ascontiguousarray(mp).ravel(), _sigma(sigma_p, "sigma_p", mp.shape), mp.shape
+
+
+# --- chunking ---------------------------------------------------------------------
+
+
+def _kl_bits_per_dim(mq, sq, mp, sp) -> np.ndarray:
+    x = (sq - sp) / sp  # sigma ratio minus one, without cancellation near 1
+    d = (mq - mp) / sp
+    return (0.5 * (x * (2.0 + x) - 2.0 * np.log1p(x)) + 0.5 * d * d) / math.log(2.0)
+
+
+def gaussian_kl_bits(mu_q, sigma_q, mu_p, sigma_p) -> float:
+    """Total KL(q || p) in bits for diagonal Gaussians; sigmas are scalars or arrays
+    broadcastable to the means' shape."""
+    mq, sq, mp, sp, _ = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    return float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
+
+
+def n_chunks_for(
+    kl_bits: float, chunk_bits: int, padding_bits: float = DEFAULT_PADDING_BITS
+) -> int:
+    """Chunks for a step of ``kl_bits``: ``max(1, ceil(kl_bits / (chunk_bits - padding_bits)))``."""
+    k = _chunk_bits(chunk_bits)
+    pad = float(padding_bits)
+    if not (math.isfinite(pad) and 0.0 <= pad < k):
+        raise InputError(f"padding_bits must be in [0, chunk_bits={k}), got {padding_bits}")
+    if not (math.isfinite(kl_bits) and kl_bits >= 0.0):
+        raise InputError(f"KL must be finite and >= 0, got {kl_bits} bits")
+    return max(1, math.ceil(kl_bits / (k - pad)))
+
+
+def chunk_bounds(n_dims: int, n_chunks: int) -> np.ndarray:
+    """Start offsets (length ``n_chunks + 1``) of ``n_chunks`` nearly equal parts of
+    ``n_dims`` permuted dimensions; raises when a chunk would get no dimension."""
+    if n_chunks < 1 or n_chunks > n_dims:
+        raise InputError(
+            f"cannot split {n_dims} dimensions into {n_chunks} chunks: every chunk needs at least "
+            "1 dimension"
+        )
+    sizes = np.full(n_chunks, n_dims // n_chunks, dtype=np.int64)
+    sizes[: n_dims % n_chunks] += 1
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def permutation(n: int, seed: int, step: int) -> np.ndarray:
+    """The seeded Fisher-Yates permutation of ``range(n)`` used to form chunks (int64)."""
+    return _native.rcc_permutation(int(n), _uint64(seed, "seed"), _uint64(step, "step"))
+
+
+# --- randomness and single chunks -------------------------------------------------
+
+
+def rcc_key(seed: int, step: int, chunk: int) -> int:
+    """The 64-bit Philox key of ``(seed, step, chunk)`` (see ``native/rcc/philox.hpp``)."""
+    return _native.rcc_key(_uint64(seed, "seed"), _uint64(step, "step"), _uint64(chunk, "chunk"))
+
+
+def philox_normals(
+    seed: int, step: int, chunk: int, start: int, count: int, device: str = "cpu"
+) -> np.ndarray:
+    """The shared standard normals at counters ``start ... start+count-1`` (float32)."""
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+        raise InputError(f"count must be an integer >= 0, got {count!r}")
+    return _native.rcc_normals(
+        _uint64(seed, "seed"),
+        _uint64(step, "step"),
+        _uint64(chunk, "chunk"),
+        _uint64(start, "start"),
+        int(count),
+        _device(device),
+    )
+
+
+def cpu_kernel() -> str:
+    """The CPU scoring kernel in use (``avx512``, ``avx2`` or ``generic``)."""
+    return _native.rcc_cpu_kernel()
+
+
+def pfr_encode_chunk(
+    mu_q,
+    sigma_q,
+    mu_p,
+    sigma_p,
+    *,
+    seed: int,
+    step: int,
+    chunk: int,
+    chunk_bits: int,
+    device: str = "cpu",
+) -> tuple[int, np.ndarray]:
+    """PFR-encode one chunk (all its dimensions, flattened): ``(index, sample)``."""
+    mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    index, z = _native.rcc_encode_chunk(
+        mq,
+        sq,
+        mp,
+        sp,
+        _uint64(seed, "seed"),
+        _uint64(step, "step"),
+        _uint64(chunk, "chunk"),
+        _chunk_bits(chunk_bits),
+        _device(device),
+    )
+    return int(index), z.reshape(shape)
+
+
+def pfr_decode_chunk(
+    mu_p,
+    sigma_p,
+    index: int,
+    *,
+    seed: int,
+    step: int,
+    chunk: int,
+    chunk_bits: int,
+    device: str = "cpu",
+) -> np.ndarray:
+    """The sample of candidate ``index`` of one chunk (float32, ``mu_p``'s shape)."""
+    mp, sp, shape = _prior(mu_p, sigma_p)
+    k = _chunk_bits(chunk_bits)
+    idx = _uint64(index, "index")
+    if idx >= 2**k:
+        raise InputError(f"index {idx} does not fit in chunk_bits={k}")
+    z = _native.rcc_decode_chunk(
+        mp,
+        sp,
+        idx,
+        _uint64(seed, "seed"),
+        _uint64(step, "step"),
+        _uint64(chunk, "chunk"),
+        k,
+        _device(device),
+    )
+    return z.reshape(shape)
+
+
+# --- whole steps ------------------------------------------------------------------
+
+
+def encode_step(
+    mu_q,
+    sigma_q,
+    mu_p,
+    sigma_p,
+    *,
+    seed: int,
+    step: int,
+    chunk_bits: int = 16,
+    padding_bits: float = DEFAULT_PADDING_BITS,
+    device: str = "cpu",
+) -> tuple[StepCode, np.ndarray]:
+    """Send a sample of q using p: returns the code and the sample (float32, ``mu_q``'s
+    shape), which is exactly what :func:`decode_step` returns for that code."""
+    mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    seed, step = _uint64(seed, "seed"), _uint64(step, "step")
+    k, device = _chunk_bits(chunk_bits), _device(device)
+    kl = float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
+    n = n_chunks_for(kl, k, padding_bits)
+    if n > mq.size:
+        raise InputError(
+            f"step {step}: KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} "
+            f"bits, but there are only {mq.size} dimensions (a chunk would get none); raise "
+            "chunk_bits or send less information per step"
+        )
+    perm = _native.rcc_permutation(mq.size, seed, step)
+    bounds = chunk_bounds(mq.size, n)
+    indices = np.empty(n, dtype=np.uint32)
+    sample = np.empty(mq.size, dtype=np.float32)
+    for c in range(n):
+        dims = perm[bounds[c] : bounds[c + 1]]
+        indices[c], sample[dims] = _native.rcc_encode_chunk(
+            mq[dims], sq[dims], mp[dims], sp[dims], seed, step, c, k, device
+        )
+    return StepCode(indices, k), sample.reshape(shape)
+
+
+def decode_step(
+    mu_p, sigma_p, code: StepCode, *, seed: int, step: int, device: str = "cpu"
+) -> np.ndarray:
+    """Receive a step: the sample (float32, ``mu_p``'s shape) from p, the seed, the step
+    and the chunk indices."""
+    if not isinstance(code, StepCode):
+        raise InputError(f"code must be a StepCode, got {type(code).__name__}")
+    mp, sp, shape = _prior(mu_p, sigma_p)
+    seed, step, device = _uint64(seed, "seed"), _uint64(step, "step"), _device(device)
+    perm = _native.rcc_permutation(mp.size, seed, step)
+    bounds = chunk_bounds(mp.size, code.n_chunks)
+    sample = np.empty(mp.size, dtype=np.float32)
+    for c in range(code.n_chunks):
+        dims = perm[bounds[c] : bounds[c + 1]]
+        sample[dims] = _native.rcc_decode_chunk(
+            mp[dims], sp[dims], int(code.indices[c]), seed, step, c, code.chunk_bits, device
+        )
+    return sample.reshape(shape)
