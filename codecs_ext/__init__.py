@@ -15,6 +15,7 @@ from gencodec.codecs_ext.avif import AvifCodec
 from gencodec.codecs_ext.base import (BppResult, Codec, QualityRange, bits_per_pixel,
                                       find_quality_for_bpp)
 from gencodec.codecs_ext.bpg import BpgCodec
+from gencodec.codecs_ext.diffc import DiffcCodec
 from gencodec.codecs_ext.heif import HeifCodec
 from gencodec.codecs_ext.jpeg import JpegCodec
 from gencodec.codecs_ext.webp import WebpCodec
@@ -28,6 +29,7 @@ CODECS: dict[str, type[Codec]] = {
     "heif": HeifCodec,
     "avif": AvifCodec,
     "x265": X265Codec,
+    "diffc": DiffcCodec,
 }
 
 #: Codecs that take one image (``x265`` takes a sequence of frames).

@@ -1,0 +1,178 @@
+"""diffusers Stable Diffusion backbones: SD 1.5 (eps), SD 2.1 (v-prediction, converted
+to eps) and SDXL (optionally with its refiner for t <= 200, as the paper does).
+
+The folder (or hub id) is a diffusers pipeline layout: ``unet/``, ``vae/`` and
+``scheduler/``. There is no text encoder here (transformers is not a dependency), so
+the conditioning is a fixed tensor: ``gencodec_conditioning.safetensors`` in the folder
+(``prompt_embeds`` (1, L, D) and, for SDXL, ``pooled_prompt_embeds`` (1, P)), e.g. the
+encoded empty prompt saved once with diffusers' ``pipe.encode_prompt("")``; without it,
+zeros of shape (1, 77, cross_attention_dim) and (1, 1280). The paper finds prompts not
+worth their bits, so an unconditional embedding is the intended use; zeros are close to,
+but not the same as, the encoded empty prompt of SD 2.1 and SDXL.
+
+Weights run in float16 on CUDA and float32 on the CPU (the VAE in float32 whenever its
+config asks for ``force_upcast``). The fingerprint hashes the files of unet/, vae/,
+scheduler/ and the conditioning, so it does not depend on the device or dtype.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gencodec.diffusion import ddpm
+from gencodec.diffusion.base import Backbone, sha256_files
+
+SUBFOLDERS = ("unet", "vae", "scheduler")
+CONDITIONING_FILE = "gencodec_conditioning.safetensors"
+REFINER_T = 200
+
+
+def resolve_folder(path: str | Path, subfolders=SUBFOLDERS) -> Path:
+    """A local folder for ``path``: itself, or the hub snapshot (``HF_HUB_OFFLINE``
+    makes this use the local cache only)."""
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json", CONDITIONING_FILE, "diffc_profile.json"] + \
+        [f"{s}/*.json" for s in subfolders] + [f"{s}/*.safetensors" for s in subfolders]
+    return Path(snapshot_download(str(path), allow_patterns=patterns))
+
+
+def torch_dtype(device: str):
+    import torch
+
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+def load_conditioning(folder: Path, cross_dim: int, pooled_dim: int = 1280):
+    """(prompt_embeds, pooled_prompt_embeds) from the folder, or zeros."""
+    import torch
+
+    f = folder / CONDITIONING_FILE
+    if f.is_file():
+        from safetensors.torch import load_file
+
+        t = load_file(str(f))
+        return t["prompt_embeds"], t.get("pooled_prompt_embeds", torch.zeros(1, pooled_dim))
+    return torch.zeros(1, 77, cross_dim), torch.zeros(1, pooled_dim)
+
+
+class _Unet:
+    """A UNet with its conditioning, called as eps/v = f(x_t, t)."""
+
+    def __init__(self, folder: Path, device: str, dtype):
+        from diffusers import UNet2DConditionModel
+
+        self.model = UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", torch_dtype=dtype).to(device).eval()
+        self.device, self.dtype = device, dtype
+        cfg = self.model.config
+        prompt, pooled = load_conditioning(folder, cfg.cross_attention_dim)
+        self.prompt = prompt.to(device, dtype)
+        self.added = None
+        if cfg.addition_embed_type == "text_time":  # SDXL: pooled text and size ids
+            n_ids = (cfg.projection_class_embeddings_input_dim - pooled.shape[-1]) \
+                // cfg.addition_time_embed_dim
+            self.pooled, self.n_ids = pooled.to(device, dtype), n_ids
+        self.files = [p for p in (folder / "unet").iterdir() if p.is_file()]
+
+    def __call__(self, x_t: np.ndarray, t: int) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(x_t[None]).to(self.device, self.dtype)
+        kwargs = {}
+        if hasattr(self, "pooled"):
+            h, w = x_t.shape[-2] * 8, x_t.shape[-1] * 8
+            ids = [h, w, 0, 0, h, w] if self.n_ids == 6 else [h, w, 0, 0, 6.0]
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": self.pooled,
+                "time_ids": torch.tensor([ids], device=self.device, dtype=self.dtype)}
+        with torch.inference_mode():
+            out = self.model(x, torch.tensor([t], device=self.device), self.prompt,
+                             **kwargs).sample
+        return out[0].float().cpu().numpy()
+
+
+class VaeLatents:
+    """The latent space of a diffusers AutoencoderKL: x_0 = (mean(E(x)) - shift) * scale
+    (the posterior mean, so encoding is deterministic), decoded back through D."""
+
+    def _load_vae(self, folder: Path, device: str, dtype) -> None:
+        import torch
+        from diffusers import AutoencoderKL
+
+        config = AutoencoderKL.load_config(folder, subfolder="vae")
+        self.vae_dtype = torch.float32 if config.get("force_upcast", False) else dtype
+        self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae",
+                                                 torch_dtype=self.vae_dtype).to(device).eval()
+        self.scale = float(self.vae.config.scaling_factor)
+        self.shift = float(self.vae.config.get("shift_factor") or 0.0)
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (self.vae.config.latent_channels, height // self.vae_factor,
+                width // self.vae_factor)
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        x = x.to(self.device, self.vae_dtype) / 127.5 - 1.0
+        with torch.inference_mode():
+            mean = self.vae.encode(x).latent_dist.mean
+        return ((mean[0].float() - self.shift) * self.scale).cpu().numpy()
+
+    def decode_latent(self, x0: np.ndarray) -> np.ndarray:
+        import torch
+
+        z = torch.from_numpy(np.asarray(x0, np.float32)[None]) / self.scale + self.shift
+        with torch.inference_mode():
+            x = self.vae.decode(z.to(self.device, self.vae_dtype)).sample[0].float()
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+class StableDiffusion(VaeLatents, Backbone):
+    """SD 1.5 / 2.1 / XL through diffusers (see the module docstring)."""
+
+    def __init__(self, folder: Path, device: str = "cpu", name: str = "",
+                 refiner: str | Path | None = None):
+        from diffusers import DDPMScheduler
+
+        self.name, self.device = name or str(folder), device
+        dtype = torch_dtype(device)
+        self.unet = _Unet(folder, device, dtype)
+        self._load_vae(folder, device, dtype)
+        sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        self.alphas_cumprod = sched.alphas_cumprod.double().numpy()
+        self.prediction_type = sched.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"{folder}: prediction type {self.prediction_type!r} unsupported")
+        unet_factor = 2 ** (len(self.unet.model.config.block_out_channels) - 1)
+        self.pad_multiple = self.vae_factor * unet_factor
+        sample = self.unet.model.config.sample_size
+        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+        self.min_side = self.pad_multiple
+        self.max_side = max(2 * sample * self.vae_factor, 4 * self.pad_multiple)
+        self.refiner = _Unet(resolve_folder(refiner), device, dtype) if refiner else None
+        files = [p for s in SUBFOLDERS for p in (folder / s).iterdir() if p.is_file()]
+        files += [folder / CONDITIONING_FILE] if (folder / CONDITIONING_FILE).is_file() else []
+        files += self.refiner.files if self.refiner else []
+        self._sha = sha256_files(files)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", name: str | None = None,
+                        refiner: str | Path | None = None) -> "StableDiffusion":
+        return cls(resolve_folder(path), device=device, name=name or str(path), refiner=refiner)
+
+    def weights_sha256(self) -> bytes:
+        return self._sha
+
+    def eps(self, x_t: np.ndarray, t: int) -> np.ndarray:
+        net = self.refiner if self.refiner is not None and t <= REFINER_T else self.unet
+        out = net(np.ascontiguousarray(x_t, np.float32), t)
+        if self.prediction_type == "v_prediction":
+            out = ddpm.eps_from_v(self.alphas_cumprod, t, x_t, out)
+        return out.astype(np.float32)
