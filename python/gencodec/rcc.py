@@ -350,19 +350,31 @@ def encode_step(
     chunk_bits: int = 16,
     padding_bits: float = DEFAULT_PADDING_BITS,
     device: str = "cpu",
+    n_chunks: int | None = None,
 ) -> tuple[StepCode, np.ndarray]:
     """Send a sample of q using p: returns the code and the sample (float32, ``mu_q``'s
-    shape), which is exactly what :func:`decode_step` returns for that code."""
+    shape), which is exactly what :func:`decode_step` returns for that code.
+
+    The chunk count is adaptive by default (:func:`n_chunks_for` of this step's D_KL);
+    ``n_chunks`` fixes it instead (a fixed per-step budget, the DiffC paper's "mean"
+    schedule), in which case a step whose D_KL exceeds its budget is sent with a
+    coarser sample (PFR with fewer candidates than the KL asks for)."""
     mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
     seed, step = _uint64(seed, "seed"), _uint64(step, "step")
     k, device = _chunk_bits(chunk_bits), _device(device)
-    kl = float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
-    n = n_chunks_for(kl, k, padding_bits)
+    if n_chunks is None:
+        kl = float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
+        n = n_chunks_for(kl, k, padding_bits)
+        need = f"KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} bits"
+    else:
+        n = int(n_chunks)
+        if n < 1:
+            raise InputError(f"step {step}: n_chunks must be >= 1, got {n_chunks}")
+        need = f"a fixed budget of {n} chunks"
     if n > mq.size:
         raise InputError(
-            f"step {step}: KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} "
-            f"bits, but there are only {mq.size} dimensions (a chunk would get none); raise "
-            "chunk_bits or send less information per step"
+            f"step {step}: {need}, but there are only {mq.size} dimensions (a chunk would "
+            "get none); raise chunk_bits or send less information per step"
         )
     perm = _native.rcc_permutation(mq.size, seed, step)
     bounds = chunk_bounds(mq.size, n)

@@ -145,3 +145,22 @@ def test_step_code_is_immutable():
         code.indices[0] = 5
     with pytest.raises(AttributeError):
         code.chunk_bits = 5
+
+
+def test_fixed_chunk_count_overrides_the_kl():
+    """A fixed budget (n_chunks) sets the chunk count whatever the step's KL, and the
+    decoder replays it from the indices alone."""
+    rng = np.random.default_rng(7)
+    mu_q = rng.normal(size=500).astype(np.float32)
+    adaptive, _ = rcc.encode_step(mu_q, 0.5, np.zeros(500, np.float32), 1.0, seed=3, step=1,
+                                  chunk_bits=10)
+    for n in (1, adaptive.n_chunks + 5):
+        code, sample = rcc.encode_step(mu_q, 0.5, np.zeros(500, np.float32), 1.0, seed=3,
+                                       step=1, chunk_bits=10, n_chunks=n)
+        assert code.n_chunks == n
+        back = rcc.decode_step(np.zeros(500, np.float32), 1.0, code, seed=3, step=1)
+        assert np.array_equal(back, sample)
+    with pytest.raises(InputError, match="n_chunks"):
+        rcc.encode_step(mu_q, 0.5, np.zeros(500, np.float32), 1.0, seed=3, step=1, n_chunks=0)
+    with pytest.raises(InputError, match="only 500 dimensions"):
+        rcc.encode_step(mu_q, 0.5, np.zeros(500, np.float32), 1.0, seed=3, step=1, n_chunks=501)

@@ -42,6 +42,11 @@ def register(sub) -> None:
                         "fewer, faster steps")
     c.add_argument("--recon", choices=("ddim", "ancestral", "x0"), default="ddim",
                    help="default reconstruction written in the profile")
+    c.add_argument("--budget", choices=("adaptive", "fixed"), default="adaptive",
+                   help="per-step KL budgets: 'adaptive' (default: each step gets the "
+                        "chunks its own D_KL needs, the count is in the stream) or 'fixed' "
+                        "(the paper's mean schedule: the calibrated mean D_KL, scaled to "
+                        "the image size)")
     c.add_argument("--max-images", type=int, default=24)
     c.add_argument("--device", default="cpu")
     c.add_argument("--no-fit-index", action="store_true",
@@ -96,7 +101,7 @@ def run_calibrate(args) -> int:
     step_bits = calibrate.STEP_BITS if args.step_bits is None else args.step_bits
     profile = calibrate.optimal_profile(
         m, args.chunk_bits, args.padding_bits, step_bits, targets=targets,
-        recon=args.recon,
+        recon=args.recon, budget=args.budget, kl_dims=int(latents[0].size),
         calibration={"model": backbone.name, "size": side,
                      "image_files": [f.name for f in files]})
     if not args.no_fit_index:

@@ -96,7 +96,8 @@ class DiffC:
             code, x = rcc.encode_step(mu_q, sig_q, mu_p, sig_p, seed=seed, step=k,
                                       chunk_bits=prof.chunk_bits,
                                       padding_bits=prof.padding_bits,
-                                      device=self.backbone.device)
+                                      device=self.backbone.device,
+                                      n_chunks=prof.fixed_chunks(k, x0.size))
             coded = bitstream.encode_indices(code.indices, prof.chunk_bits, prof.exponent)
             segments.append(bitstream.Segment(code.n_chunks, coded))
             steps.append(StepInfo(prof.timesteps[k], rcc.gaussian_kl_bits(mu_q, sig_q, mu_p, sig_p),
@@ -117,6 +118,10 @@ class DiffC:
         for k, seg in enumerate(payload.segments):
             if seg.n_chunks > np.prod(shape):
                 raise BitstreamError(f"DiffC step {k} claims {seg.n_chunks} chunks")
+            fixed = prof.fixed_chunks(k, int(np.prod(shape)))
+            if fixed is not None and seg.n_chunks != fixed:
+                raise BitstreamError(f"DiffC step {k} has {seg.n_chunks} chunks, the "
+                                     f"profile's fixed budget {fixed}")
             indices = bitstream.decode_indices(seg.coded, seg.n_chunks, prof.chunk_bits,
                                                prof.exponent)
             mu_p, sig_p = self._p(k, x, shape)

@@ -13,9 +13,12 @@ A profile is a small JSON file::
       "calibration": {...}               # how it was made (images, costs); informational
     }
 
-The step count is adaptive: the encoder codes each step with as many chunks as its
-actual D_KL needs and writes the count in the stream (``kl_bits`` is the "mean"
-schedule of the paper's appendix A.6, kept for reference and for Algorithm 3's costs).
+Per-step budgets are adaptive by default: the encoder codes each step with as many
+chunks as its actual D_KL needs and writes the count in the stream. With
+``"budget": "fixed"`` they are the paper's "mean" schedule (appendix A.6): step k gets
+``ceil(kl_bits[k] * D / kl_dims / (k - padding))`` chunks for a latent of D dimensions,
+where ``kl_bits`` is the mean D_KL measured by calibration on latents of ``kl_dims``
+dimensions; the encoder then never looks at the image's own D_KL to size a step.
 The profile's sha256 over its canonical JSON goes into the stream fingerprint with the
 model weights' sha256 (:func:`fingerprint`), so a stream names exactly what made it.
 """
@@ -32,6 +35,7 @@ from gencodec.errors import InputError
 FORMAT = "gencodec-diffc-profile"
 VERSION = 1
 RECON_METHODS = ("ddim", "ancestral", "x0")
+BUDGETS = ("adaptive", "fixed")
 PROFILE_FILE = "diffc_profile.json"
 
 
@@ -45,6 +49,8 @@ class Profile:
     recon: str = "ddim"
     ddim_steps: int = 50
     calibration: dict = dataclasses.field(default_factory=dict)
+    budget: str = "adaptive"
+    kl_dims: int | None = None
 
     def __post_init__(self):
         ts = self.timesteps
@@ -59,6 +65,20 @@ class Profile:
             raise InputError(f"profile recon {self.recon!r} is not one of {RECON_METHODS}")
         if self.kl_bits is not None and len(self.kl_bits) != len(ts):
             raise InputError("profile kl_bits must have one entry per timestep")
+        if self.budget not in BUDGETS:
+            raise InputError(f"profile budget {self.budget!r} is not one of {BUDGETS}")
+        if self.budget == "fixed" and (self.kl_bits is None or not self.kl_dims):
+            raise InputError("a fixed-budget profile needs kl_bits and kl_dims (calibrate it)")
+
+    def fixed_chunks(self, k: int, n_dims: int) -> int | None:
+        """Chunks of step ``k`` for a latent of ``n_dims`` dimensions under a fixed
+        budget (the "mean" schedule), or None when budgets are adaptive."""
+        if self.budget != "fixed":
+            return None
+        from gencodec.rcc import n_chunks_for
+
+        return n_chunks_for(self.kl_bits[k] * n_dims / self.kl_dims, self.chunk_bits,
+                            self.padding_bits)
 
     @property
     def num_steps(self) -> int:
@@ -80,6 +100,10 @@ class Profile:
              "recon": self.recon, "ddim_steps": self.ddim_steps}
         if self.kl_bits is not None:
             d["kl_bits"] = [round(float(v), 3) for v in self.kl_bits]
+        if self.kl_dims is not None:
+            d["kl_dims"] = int(self.kl_dims)
+        if self.budget != "adaptive":  # absent means adaptive
+            d["budget"] = self.budget
         if self.calibration:
             d["calibration"] = self.calibration
         return d
@@ -103,7 +127,9 @@ class Profile:
                    zipf_exponent=index.get("exponent"),
                    kl_bits=None if kl is None else tuple(float(v) for v in kl),
                    recon=d.get("recon", "ddim"), ddim_steps=int(d.get("ddim_steps", 50)),
-                   calibration=d.get("calibration", {}))
+                   calibration=d.get("calibration", {}),
+                   budget=d.get("budget", "adaptive"),
+                   kl_dims=None if d.get("kl_dims") is None else int(d["kl_dims"]))
 
     @classmethod
     def load(cls, path: str | Path) -> "Profile":
