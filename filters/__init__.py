@@ -1,2 +1,89 @@
-"""gencodec.filters: the generative preprocessing filter (frame model runner,
-PyAV integration, rawvideo pipe, TorchScript and ONNX exporters)."""
+"""gencodec.filters: the generative preprocessing filter.
+
+* :class:`FrameModel` (:mod:`.model`) -- the network interface: RGB frames in [0, 1]
+  in, the same out; :class:`CompactFilterNet` (:mod:`.compact`, the embedded default's
+  architecture) and :class:`OneStepDiffusion` (:mod:`.onestep`, the paper's VAE +
+  one-step UNet + static embedding) implement it; :func:`load_frame_model` loads either.
+* :class:`FrameRunner` (:mod:`.runner`) -- tiled (overlap, feathered blending),
+  padded, batched inference on any frame size, over a back end (:mod:`.backends`:
+  PyTorch CPU/CUDA, ONNX Runtime CPU/CUDA).
+* :class:`PreprocessFilter` and :func:`transcode` (:mod:`.pyav`) -- PyAV integration.
+* :mod:`.pipe` -- rawvideo stdin -> stdout for FFmpeg pipelines.
+* :mod:`.export` -- TorchScript (FFmpeg ``dnn_processing``, LibTorch) and ONNX.
+
+No trained model ships yet: every entry point needs a model directory or hub id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gencodec.errors import InputError
+from gencodec.filters.compact import CompactFilterNet
+from gencodec.filters.model import NO_MODEL_MESSAGE, FrameModel, load_frame_model
+from gencodec.filters.onestep import OneStepDiffusion
+from gencodec.filters.runner import FrameRunner
+
+#: Stock FFmpeg filters that :func:`load_preprocessor` hands to :mod:`.classic`.
+CLASSIC_FILTERS = ("nlmeans", "gblur", "unsharp", "hqdn3d")
+
+
+def make_runner(spec, *, backend: str = "torch", device: str = "cpu",
+                precision: str = "fp32", tile: int = 512, overlap: int | None = None,
+                batch: int = 4, threads: int = 0) -> FrameRunner:
+    """A :class:`FrameRunner` for a model (a :class:`FrameModel` or anything
+    :func:`load_frame_model` takes) on the named back end."""
+    from gencodec.filters.backends import make_backend
+
+    model = spec if isinstance(spec, FrameModel) else load_frame_model(spec)
+    return FrameRunner(make_backend(model, backend, device, precision, threads),
+                       tile=tile, overlap=overlap, batch=batch)
+
+
+class ImagePreprocessor:
+    """A callable HxWx3 uint8 RGB -> HxWx3 uint8 RGB around a :class:`FrameRunner`."""
+
+    def __init__(self, runner: FrameRunner, name: str = ""):
+        self.runner, self.name = runner, name
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from gencodec.imageio import as_rgb_uint8
+
+        return self.runner(as_rgb_uint8(image))
+
+    def __repr__(self) -> str:
+        return f"<ImagePreprocessor {self.name}: {self.runner.describe()}>"
+
+
+def load_preprocessor(spec: str, **kw):
+    """A callable on one HxWx3 uint8 RGB image returning HxWx3 uint8 RGB.
+
+    ``spec`` is a model directory, registry id or hub id (keyword arguments go to
+    :func:`make_runner`: backend, device, precision, tile, overlap, batch), or one of
+    :data:`CLASSIC_FILTERS` (FFmpeg's filters, through :mod:`gencodec.filters.classic`;
+    keyword arguments are the filter's options). Unknown specs raise InputError."""
+    if not spec:
+        raise InputError(NO_MODEL_MESSAGE)
+    name = str(spec).split("=", 1)[0].split(":", 1)[0]
+    if name in CLASSIC_FILTERS:
+        return _classic(str(spec), **kw)
+    return ImagePreprocessor(make_runner(spec, **kw), str(spec))
+
+
+def _classic(spec: str, **kw):
+    from gencodec.filters.classic import load_classic
+
+    return load_classic(spec, **kw)
+
+
+__all__ = ["CLASSIC_FILTERS", "CompactFilterNet", "FrameModel", "FrameRunner",
+           "ImagePreprocessor", "OneStepDiffusion", "PreprocessFilter", "load_frame_model",
+           "load_preprocessor", "make_runner", "transcode"]
+
+
+def __getattr__(name: str):  # PyAV is imported only when the PyAV pieces are used
+    if name in ("PreprocessFilter", "transcode"):
+        from gencodec.filters import pyav
+
+        return getattr(pyav, name)
+    raise AttributeError(name)

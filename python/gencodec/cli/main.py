@@ -20,6 +20,13 @@ COMMANDS = (
     "decode",
     "info",
     "demo",
+    "eval_cmd",
+    "report",
+    "diffc_cmd",
+    "transcode",
+    "preprocess",
+    "pipe",
+    "export",
 )
 
 

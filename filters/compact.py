@@ -1,0 +1,100 @@
+"""The compact preprocessing network: the architecture of the embedded default.
+
+A plain residual CNN that runs at 1/``scale`` resolution (pixel unshuffle), small
+enough for real-time 1080p on a CPU core pair once trained (the training issue
+distils the one-step diffusion model into it)::
+
+    x (3, H, W) -> unshuffle(s) -> conv3x3 -> [conv3x3 - ReLU - conv3x3 (+)] x blocks
+                -> conv3x3 -> shuffle(s) -> + x -> clamp [0, 1]
+
+It has no normalisation and no attention, so it is local: the output at a pixel
+depends on the input within :attr:`receptive_field` pixels, and tiled inference with
+that much context equals whole-frame inference. The global skip makes the network
+predict a correction to its input.
+
+Saved as ``gencodec_filter.json`` (architecture ``compact`` and the config) plus
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gencodec.errors import InputError
+from gencodec.filters.model import FrameModel, read_config, write_config
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompactConfig:
+    channels: int = 32
+    blocks: int = 4
+    scale: int = 2
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+class CompactFilterNet(FrameModel):
+    """Residual CNN at 1/scale resolution (see the module docstring)."""
+
+    architecture = "compact"
+    scriptable = True
+    __jit_ignored_attributes__ = ["config"]
+
+    def __init__(self, channels: int = 32, blocks: int = 4, scale: int = 2):
+        super().__init__()
+        if channels < 1 or blocks < 0 or scale < 1:
+            raise ValueError("compact: channels >= 1, blocks >= 0, scale >= 1")
+        self.config = CompactConfig(channels, blocks, scale)
+        s2 = 3 * scale * scale
+        self.unshuffle = nn.PixelUnshuffle(scale)
+        self.conv_in = nn.Conv2d(s2, channels, 3, padding=1)
+        self.body = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
+        self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.multiple = scale
+        # 2 + 2 * blocks 3x3 convolutions at 1/scale resolution.
+        self.receptive_field = scale * (2 + 2 * blocks) + scale - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(self.unshuffle(x))
+        h = self.conv_out(self.body(h))
+        return (x + self.shuffle(h)).clamp(0.0, 1.0)
+
+    # -- persistence ---------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        d = Path(directory)
+        write_config(d, {"architecture": self.architecture,
+                         **dataclasses.asdict(self.config)})
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(d / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **_) -> "CompactFilterNet":
+        d = Path(directory)
+        cfg = read_config(d)
+        fields = {f.name for f in dataclasses.fields(CompactConfig)}
+        model = cls(**{k: v for k, v in cfg.items() if k in fields})
+        weights = d / WEIGHTS_NAME
+        if not weights.is_file():
+            raise InputError(f"{d}: no {WEIGHTS_NAME}")
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (RuntimeError, OSError) as exc:
+            raise InputError(f"{weights}: weights do not fit the config: {exc}") from None
+        return model.eval()

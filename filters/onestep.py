@@ -1,0 +1,261 @@
+"""One-step diffusion preprocessing (Guo et al., Fig. 1).
+
+The paper's generator: image -> frozen VAE encoder -> one-step UNet at a fixed
+timestep, conditioned on a *static* text embedding that replaces the text encoder ->
+frozen VAE decoder. In formulas, with the VAE scaling factor ``s`` and
+``a = alphas_cumprod[t]`` of the teacher's DDPM schedule (Eq. 1)::
+
+    z   = s * E(2x - 1).mean                    # latent mean: no sampling, no noise
+    out = UNet(z, t, c_static)
+    z0  = (z - sqrt(1 - a) * out) / sqrt(a)     # prediction_type "epsilon"
+        = sqrt(a) * z - sqrt(1 - a) * out       # "v_prediction"
+        = out                                   # "sample" (x0-predicting students)
+    y   = (D(z0 / s) + 1) / 2
+
+The input latent goes in as ``z_t`` itself, as in one-step image-to-image students
+(no noise is added), so the filter is deterministic and static content stays static.
+
+A model directory (``save_pretrained``) holds::
+
+    gencodec_filter.json        architecture "onestep", timestep, prediction_type,
+                                alpha_cumprod, subfolders, the prompt it was made from
+    prompt_embeds.safetensors   {"prompt_embeds": 1 x L x D}: the static embedding
+    unet/, vae/                 diffusers UNet2DConditionModel and AutoencoderKL
+
+``from_pretrained`` also takes a plain diffusers repository (a distilled SD 2.1,
+SD-Turbo) by hub id or directory: the timestep and prediction type then come from its
+``scheduler/scheduler_config.json``, and ``prompt_embeds.safetensors`` must have been
+added once with :func:`write_static_embedding` (the only step that needs a text
+encoder, hence ``transformers``). ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from gencodec.errors import InputError
+from gencodec.filters.model import CONFIG_NAME, FrameModel, read_config, write_config
+
+EMBEDS_NAME = "prompt_embeds.safetensors"
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
+    """``alphas_cumprod`` of a diffusers DDPM-family scheduler config (float64)."""
+    n = int(scheduler_config.get("num_train_timesteps", 1000))
+    b0 = float(scheduler_config.get("beta_start", 0.00085))
+    b1 = float(scheduler_config.get("beta_end", 0.012))
+    kind = scheduler_config.get("beta_schedule", "scaled_linear")
+    if scheduler_config.get("trained_betas"):
+        betas = torch.tensor(scheduler_config["trained_betas"], dtype=torch.float64)
+    elif kind == "linear":
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2
+    else:
+        raise InputError(f"scheduler beta_schedule {kind!r} is not supported "
+                         "(linear, scaled_linear or trained_betas)")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+class OneStepDiffusion(FrameModel):
+    """VAE encoder -> one-step UNet at fixed t with a static embedding -> VAE decoder."""
+
+    architecture = "onestep"
+
+    def __init__(self, unet, vae, prompt_embeds: torch.Tensor, *, timestep: int = 999,
+                 prediction_type: str = "epsilon", alpha_cumprod: float | None = None,
+                 prompt: str | None = None):
+        super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise InputError(f"prediction_type {prediction_type!r}: use one of "
+                             f"{', '.join(PREDICTION_TYPES)}")
+        if prediction_type != "sample" and alpha_cumprod is None:
+            raise InputError(f"prediction_type {prediction_type!r} needs alpha_cumprod")
+        emb = torch.as_tensor(prompt_embeds, dtype=torch.float32)
+        if emb.ndim == 2:
+            emb = emb[None]
+        cross = unet.config.cross_attention_dim
+        if emb.ndim != 3 or emb.shape[0] != 1 or emb.shape[-1] != cross:
+            raise InputError(f"prompt_embeds has shape {tuple(emb.shape)}; the UNet wants "
+                             f"1 x L x {cross}")
+        self.unet, self.vae = unet.eval(), vae.eval()
+        self.register_buffer("prompt_embeds", emb)
+        self.timestep, self.prediction_type, self.prompt = int(timestep), prediction_type, prompt
+        self.alpha_cumprod = None if alpha_cumprod is None else float(alpha_cumprod)
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.latent_channels = int(vae.config.latent_channels)
+        vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+        unet_down = 2 ** (len(unet.config.block_out_channels) - 1)
+        self.multiple = vae_down * unet_down
+        self.receptive_field = None  # GroupNorm and self-attention are global
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.prompt_embeds.dtype
+        x = x.to(dtype) * 2.0 - 1.0
+        moments = self.vae.encoder(x)
+        if self.vae.quant_conv is not None:
+            moments = self.vae.quant_conv(moments)
+        z = (moments[:, :self.latent_channels] - self.shift_factor) * self.scaling_factor
+        t = torch.full((x.shape[0],), self.timestep, dtype=torch.long, device=x.device)
+        emb = self.prompt_embeds.expand(x.shape[0], -1, -1)
+        out = self.unet(z, t, encoder_hidden_states=emb, return_dict=False)[0]
+        if self.prediction_type == "sample":
+            z0 = out
+        else:
+            a = self.alpha_cumprod
+            if self.prediction_type == "epsilon":
+                z0 = (z - math.sqrt(1.0 - a) * out) / math.sqrt(a)
+            else:
+                z0 = math.sqrt(a) * z - math.sqrt(1.0 - a) * out
+        z0 = z0 / self.scaling_factor + self.shift_factor
+        if self.vae.post_quant_conv is not None:
+            z0 = self.vae.post_quant_conv(z0)
+        y = self.vae.decoder(z0)
+        return ((y.float() + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    # -- persistence ---------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(d / "unet")
+        self.vae.save_pretrained(d / "vae")
+        save_file({"prompt_embeds": self.prompt_embeds.detach().float().cpu().contiguous()},
+                  str(d / EMBEDS_NAME))
+        write_config(d, {"architecture": self.architecture, "timestep": self.timestep,
+                         "prediction_type": self.prediction_type,
+                         "alpha_cumprod": self.alpha_cumprod, "prompt": self.prompt,
+                         "unet_subfolder": "unet", "vae_subfolder": "vae",
+                         "prompt_embeds": EMBEDS_NAME})
+
+    @classmethod
+    def from_pretrained(cls, spec: str | os.PathLike, *, prompt_embeds=None,
+                        timestep: int | None = None, prediction_type: str | None = None,
+                        torch_dtype: torch.dtype | None = None, **_) -> "OneStepDiffusion":
+        """Load from a directory or hub id (see the module docstring).
+
+        ``prompt_embeds`` (a tensor or a .safetensors path) overrides the stored one;
+        ``timestep`` and ``prediction_type`` override the config."""
+        try:
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+        except ImportError:
+            raise InputError("one-step diffusion models need diffusers: "
+                             "pip install 'gencodec[diffusion]'") from None
+        root = resolve(spec)
+        cfg = read_config(root) if (root / CONFIG_NAME).is_file() else {}
+        sched = _read_json(root / "scheduler" / "scheduler_config.json")
+        if not cfg:  # a plain diffusers repository: the scheduler gives t and the maths
+            sched = sched or {}
+            cfg = {"timestep": sched.get("num_train_timesteps", 1000) - 1,
+                   "prediction_type": sched.get("prediction_type", "epsilon")}
+        t = int(cfg.get("timestep", 999) if timestep is None else timestep)
+        ptype = prediction_type or cfg.get("prediction_type", "epsilon")
+        alpha = cfg.get("alpha_cumprod")
+        if (timestep is not None or alpha is None) and sched is not None:
+            alpha = float(alphas_cumprod(sched)[t])
+        if prompt_embeds is None:
+            prompt_embeds = root / cfg.get("prompt_embeds", EMBEDS_NAME)
+            if not prompt_embeds.is_file():
+                raise InputError(
+                    f"{spec}: no {EMBEDS_NAME}: the filter replaces the text encoder by a "
+                    "static embedding; make it once with gencodec.filters.onestep."
+                    "write_static_embedding (needs transformers) or pass prompt_embeds")
+        if isinstance(prompt_embeds, (str, os.PathLike)):
+            try:
+                prompt_embeds = load_file(str(prompt_embeds))["prompt_embeds"]
+            except (OSError, KeyError, RuntimeError) as exc:
+                raise InputError(f"{prompt_embeds}: not a prompt_embeds file: {exc}") from None
+        kw = {"low_cpu_mem_usage": False}
+        if torch_dtype is not None:
+            kw["torch_dtype"] = torch_dtype
+        try:
+            unet = UNet2DConditionModel.from_pretrained(
+                root, subfolder=cfg.get("unet_subfolder", "unet"), **kw)
+            vae = AutoencoderKL.from_pretrained(
+                root, subfolder=cfg.get("vae_subfolder", "vae"), **kw)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{spec}: cannot load the UNet/VAE: {exc}") from None
+        model = cls(unet, vae, prompt_embeds, timestep=t, prediction_type=ptype,
+                    alpha_cumprod=alpha, prompt=cfg.get("prompt"))
+        if torch_dtype is not None:
+            model.prompt_embeds = model.prompt_embeds.to(torch_dtype)
+        return model.eval()
+
+
+#: What a filter needs from a hub repository (no text encoder, no fp16 copies);
+#: ``model.safetensors`` is the compact architecture's weights.
+HUB_FILES = [CONFIG_NAME, EMBEDS_NAME, "model.safetensors", "scheduler/*.json", "unet/config.json",
+             "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.safetensors"]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def resolve(spec: str | os.PathLike) -> Path:
+    """A local directory as is; a hub id as its snapshot (only :data:`HUB_FILES`),
+    from the local cache alone when ``HF_HUB_OFFLINE`` is set."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise InputError("hub ids need huggingface-hub: pip install "
+                         "'gencodec[diffusion]'") from None
+    offline = _offline()
+    try:
+        return Path(snapshot_download(str(spec), allow_patterns=HUB_FILES,
+                                      local_files_only=offline))
+    except Exception as exc:  # noqa: BLE001 - unknown repo, no network, not cached
+        where = "the local hub cache (HF_HUB_OFFLINE is set)" if offline else "the hub"
+        raise InputError(f"{spec}: cannot get this model from {where}: "
+                         f"{type(exc).__name__}") from None
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable JSON: {exc}") from None
+
+
+def write_static_embedding(model: str, out_dir: str | os.PathLike, prompt: str = "",
+                           *, timestep: int | None = None) -> Path:
+    """Encode ``prompt`` once with the model's own text encoder and write
+    ``prompt_embeds.safetensors`` and ``gencodec_filter.json`` into ``out_dir`` (the
+    model's directory, or a new one that then names the repository's subfolders).
+
+    This is the only step that loads a text encoder (``transformers``)."""
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError:
+        raise InputError("computing the static embedding needs transformers "
+                         "(pip install transformers); run time does not") from None
+    tok = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+    enc = CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval()
+    ids = tok([prompt], padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        emb = enc(ids)[0].float()
+    sched = _read_json(resolve(model) / "scheduler" / "scheduler_config.json") or {}
+    t = int(sched.get("num_train_timesteps", 1000) - 1 if timestep is None else timestep)
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({"prompt_embeds": emb.contiguous()}, str(d / EMBEDS_NAME))
+    write_config(d, {"architecture": "onestep", "timestep": t,
+                     "prediction_type": sched.get("prediction_type", "epsilon"),
+                     "alpha_cumprod": float(alphas_cumprod(sched)[t]) if sched else None,
+                     "prompt": prompt, "unet_subfolder": "unet", "vae_subfolder": "vae",
+                     "prompt_embeds": EMBEDS_NAME})
+    return d

@@ -1,0 +1,41 @@
+"""``gencodec export``: the preprocessing model as TorchScript or ONNX."""
+
+from __future__ import annotations
+
+from gencodec.cli.options import add_force_argument
+from gencodec.filters.cli_options import add_model_argument
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export the preprocessing model (TorchScript for FFmpeg, ONNX)",
+        description="Write the preprocessing model as TorchScript (FFmpeg dnn_processing, "
+                    "dnn_backend=torch) or ONNX. Both take float32 RGB NCHW in [0,1] of any "
+                    "height and width and return the same layout.",
+        epilog="example: gencodec export --model DIR --format torchscript -o filter.pt; "
+               "ffmpeg -i in.mp4 -vf dnn_processing=dnn_backend=torch:model=filter.pt "
+               "-c:v libx265 out.mp4")
+    add_model_argument(p)
+    p.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    p.add_argument("-o", "--output", required=True, help="output file (.pt or .onnx)")
+    p.add_argument("--onnx-exporter", choices=("dynamo", "legacy"), default="dynamo",
+                   help="torch.onnx exporter (dynamo falls back to legacy; default: dynamo)")
+    add_force_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gencodec.filters.cli_options import require_model
+    from gencodec.filters.export import export_onnx, export_torchscript
+    from gencodec.filters.model import load_frame_model
+    from gencodec.imageio import atomic_output
+
+    model = load_frame_model(require_model(args))
+    with atomic_output(args.output, args.force) as tmp:
+        if args.format == "torchscript":
+            export_torchscript(model, tmp)
+        else:
+            export_onnx(model, tmp, dynamo=args.onnx_exporter == "dynamo")
+    print(f"{args.output}: {args.format}, {model.describe()}; input float32 RGB NCHW [0,1], "
+          f"any HxW")
+    return 0

@@ -1,0 +1,57 @@
+"""``gencodec preprocess``: image -> preprocessing model -> stock image codec."""
+
+from __future__ import annotations
+
+from gencodec.cli.options import add_force_argument, parse_codec_options
+from gencodec.errors import InputError
+from gencodec.filters.cli_options import add_model_argument, add_runner_arguments
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "preprocess", help="preprocess an image and encode it with a stock codec",
+        description="Run the preprocessing model on an image, then encode it with a stock "
+                    "image codec; the output is the codec's own file (.webp, .jpg, ...), "
+                    "or a PNG of the preprocessed image when --codec is not given.",
+        epilog="example: gencodec preprocess in.png --model DIR --codec webp --quality 70 "
+               "-o out.webp")
+    p.add_argument("input", help="input image")
+    p.add_argument("-o", "--output", required=True, help="output file")
+    add_model_argument(p)
+    p.add_argument("--codec", "-c", help="stock image codec (jpeg, webp, bpg, heif, avif); "
+                                         "none: write the preprocessed image itself")
+    p.add_argument("--quality", "-q", type=float, help="codec quality (see 'gencodec codecs')")
+    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
+                   help="codec option, e.g. -O method=4 (repeatable)")
+    p.add_argument("--save-preprocessed", metavar="PNG",
+                   help="also write the preprocessed image (lossless)")
+    add_runner_arguments(p)
+    add_force_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, get_codec
+    from gencodec.filters.cli_options import runner_from_args
+    from gencodec.imageio import load_image, save_image, write_bytes_atomic
+
+    if args.codec is not None and args.codec not in IMAGE_CODECS:
+        raise InputError(f"--codec {args.codec}: use an image codec ({', '.join(IMAGE_CODECS)});"
+                         " for video use 'gencodec transcode'")
+    runner = runner_from_args(args)
+    image = load_image(args.input)
+    out = runner(image)
+    if args.save_preprocessed:
+        save_image(args.save_preprocessed, out, force=args.force)
+    h, w = image.shape[:2]
+    if args.codec is None:
+        save_image(args.output, out, force=args.force)
+        print(f"{args.output}: preprocessed {w}x{h}")
+        return 0
+    codec = get_codec(args.codec, **parse_codec_options(args.option))
+    quality = codec.quality.default if args.quality is None else args.quality
+    data = codec.encode(out, quality)
+    write_bytes_atomic(args.output, codec.payload(data), force=args.force)
+    print(f"{args.output}: preprocessed + {args.codec} {codec.quality.name}={quality:g} "
+          f"{w}x{h} {len(codec.payload(data))} bytes, {bits_per_pixel(data, image):.4f} bpp")
+    return 0

@@ -1,0 +1,47 @@
+"""``gencodec transcode``: video -> preprocessing filter -> stock encoder, with PyAV."""
+
+from __future__ import annotations
+
+import sys
+
+from gencodec.cli.options import add_force_argument
+from gencodec.filters.cli_options import add_model_argument, add_runner_arguments
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "transcode", help="preprocess a video and encode it with a stock encoder",
+        description="Decode IN, run the preprocessing model on every frame (pts, size, "
+                    "colorspace and range kept), encode with a stock encoder (libx265 by "
+                    "default) and copy the audio and subtitle streams unchanged.",
+        epilog="example: gencodec transcode in.mp4 out.mp4 --preprocess MODEL_DIR "
+               "-c:v libx265 --crf 28 --x265-params aq-mode=3")
+    p.add_argument("input", help="input video")
+    p.add_argument("output", help="output file (container from the extension: .mp4, .mkv, ...)")
+    add_model_argument(p, "--preprocess")
+    p.add_argument("-c:v", "--vcodec", dest="vcodec", default="libx265",
+                   help="video encoder (default: libx265)")
+    p.add_argument("--crf", type=float, default=28, help="constant rate factor (default: 28)")
+    p.add_argument("--preset", help="encoder preset, e.g. medium")
+    p.add_argument("--x265-params", help="extra x265 parameters, KEY=VALUE:KEY=VALUE")
+    p.add_argument("--pix-fmt", help="output pixel format (default: the input's, if the "
+                                     "encoder takes it, else yuv420p)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_runner_arguments(p)
+    add_force_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gencodec.filters.cli_options import runner_from_args
+    from gencodec.filters.pyav import PreprocessFilter, transcode
+
+    runner = runner_from_args(args)
+    print(f"model: {runner.describe()}", file=sys.stderr)
+    counts = transcode(args.input, args.output, PreprocessFilter(runner), codec=args.vcodec,
+                       crf=args.crf, preset=args.preset, x265_params=args.x265_params,
+                       pix_fmt=args.pix_fmt, force=args.force,
+                       progress=not args.no_progress)
+    print(f"{args.output}: {counts['frames']} frames ({args.vcodec}), "
+          f"{counts['copied_packets']} audio/subtitle packets copied")
+    return 0

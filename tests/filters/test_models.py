@@ -1,0 +1,141 @@
+"""FrameModel implementations: save/load, the one-step maths, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from gencodec.errors import InputError
+from gencodec.filters import load_frame_model, load_preprocessor
+from gencodec.filters.compact import CompactFilterNet
+from gencodec.filters.model import CONFIG_NAME
+from gencodec.filters.onestep import OneStepDiffusion, alphas_cumprod
+
+
+def test_compact_roundtrip_and_locality(compact_dir):
+    m = load_frame_model(compact_dir)
+    assert isinstance(m, CompactFilterNet) and m.multiple == 2
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y = m(x)
+        x2 = x.clone()
+        x2[..., 0, 0] = 1.0 - x2[..., 0, 0]  # a change beyond the receptive field
+        y2 = m(x2)
+    assert y.shape == x.shape and 0.0 <= y.min() and y.max() <= 1.0
+    rf = m.receptive_field
+    assert torch.equal(y[..., rf + 2:, rf + 2:], y2[..., rf + 2:, rf + 2:])
+    assert not torch.equal(y, y2)
+
+
+def test_onestep_roundtrip_is_deterministic(onestep_dir):
+    m = load_frame_model(onestep_dir)
+    assert isinstance(m, OneStepDiffusion) and m.multiple == 8
+    cfg = json.loads((onestep_dir / CONFIG_NAME).read_text())
+    assert cfg["architecture"] == "onestep" and cfg["timestep"] == 999
+    x = torch.rand(2, 3, 32, 40)
+    with torch.no_grad():
+        a, b = m(x), m(x)
+        single = m(x[1:])
+    assert torch.equal(a, b)  # no per-call noise
+    assert torch.allclose(a[1:], single, atol=1e-5)  # no per-frame noise either
+
+
+@pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])
+def test_onestep_x0_prediction(ptype):
+    """z0 follows Eq. 1 for each prediction type (UNet replaced by a known output)."""
+    from gencodec.filters.tiny import tiny_onestep
+
+    m = tiny_onestep(prediction_type=ptype) if ptype == "sample" else \
+        _with_alpha(tiny_onestep(), ptype)
+    seen = {}
+
+    def fake_unet(z, t, encoder_hidden_states, return_dict):
+        seen["z"], seen["t"] = z, t
+        return (torch.full_like(z, 0.5),)
+
+    def fake_decoder(z0):
+        seen["z0"] = z0
+        return torch.zeros(z0.shape[0], 3, z0.shape[2] * 4, z0.shape[3] * 4)
+
+    m.unet.forward, m.vae.decoder.forward = fake_unet, fake_decoder
+    m.vae.post_quant_conv = None
+    with torch.no_grad():
+        m(torch.rand(1, 3, 16, 16))
+    z, a, s = seen["z"], m.alpha_cumprod, m.scaling_factor
+    expect = {"epsilon": (z - (1 - a) ** 0.5 * 0.5) / a ** 0.5,
+              "v_prediction": a ** 0.5 * z - (1 - a) ** 0.5 * 0.5,
+              "sample": torch.full_like(z, 0.5)}[ptype]
+    assert int(seen["t"][0]) == 999
+    assert torch.allclose(seen["z0"], expect / s, atol=1e-5)
+
+
+def _with_alpha(m, ptype):
+    m.prediction_type = ptype
+    m.alpha_cumprod = float(alphas_cumprod({"beta_schedule": "scaled_linear"})[999])
+    return m
+
+
+def test_plain_diffusers_directory(onestep_dir, tmp_path):
+    """A diffusers repository layout (unet/, vae/, scheduler/) plus the static
+    embedding loads without gencodec_filter.json; no text encoder is involved."""
+    import shutil
+
+    for sub in ("unet", "vae"):
+        shutil.copytree(onestep_dir / sub, tmp_path / sub)
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear",
+         "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+         "prediction_type": "v_prediction"}))
+    with pytest.raises(InputError, match="prompt_embeds"):
+        load_frame_model(tmp_path)
+    shutil.copy(onestep_dir / "prompt_embeds.safetensors", tmp_path)
+    m = load_frame_model(tmp_path)
+    assert m.prediction_type == "v_prediction" and m.timestep == 999
+    assert m.alpha_cumprod == pytest.approx(float(alphas_cumprod({})[999]))
+
+
+def test_bad_embedding_shape(onestep_dir, tmp_path):
+    save_file({"prompt_embeds": torch.zeros(1, 4, 7)}, str(tmp_path / "e.safetensors"))
+    with pytest.raises(InputError, match="1 x L x 16"):
+        OneStepDiffusion.from_pretrained(onestep_dir, prompt_embeds=tmp_path / "e.safetensors")
+
+
+def test_unknown_specs_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="no preprocessing model given"):
+        load_preprocessor("")
+    with pytest.raises(InputError, match="no such directory"):
+        load_preprocessor("no-such-model")
+    with pytest.raises(InputError, match="is a file"):
+        (tmp_path / "f.bin").write_bytes(b"x")
+        load_preprocessor(str(tmp_path / "f.bin"))
+    (tmp_path / CONFIG_NAME).write_text('{"architecture": "mystery"}')
+    with pytest.raises(InputError, match="unknown architecture"):
+        load_frame_model(tmp_path)
+    with pytest.raises(InputError):  # a hub id, offline: a clear error, no traceback
+        load_frame_model("nobody/no-such-repo")
+
+
+def test_load_preprocessor_on_images(compact_dir, photo):
+    pre = load_preprocessor(str(compact_dir), tile=128)
+    out = pre(photo)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, photo)
+    np.testing.assert_array_equal(out, pre(photo))
+
+
+def test_load_preprocessor_dispatches_classic_filters(photo):
+    import av
+
+    if "gblur" not in av.filter.filters_available:
+        pytest.skip("this FFmpeg build has no gblur")
+    blur = load_preprocessor("gblur:sigma=2")
+    out = blur(photo)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert np.abs(np.diff(out.astype(float), axis=1)).mean() < \
+        np.abs(np.diff(photo.astype(float), axis=1)).mean()

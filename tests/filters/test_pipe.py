@@ -1,0 +1,169 @@
+"""Rawvideo pipe: exact frame framing, partial reads, truncation, closed readers, and
+a real FFmpeg pipeline when Debian's ffmpeg is installed."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gencodec.errors import InputError
+from gencodec.filters import make_runner
+from gencodec.filters.pipe import (DownstreamClosed, RawFormat, TruncatedInput, parse_size,
+                                   run_pipe)
+
+FFMPEG = shutil.which("ffmpeg")
+W, H = 48, 32
+
+
+@pytest.fixture(scope="module")
+def runner(compact_dir):
+    return make_runner(str(compact_dir), tile=128)
+
+
+class Trickle(io.RawIOBase):
+    """A pipe that returns at most 7 bytes per read, like a slow producer."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        n = min(len(buf), 7, len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+class ClosedAfter(io.RawIOBase):
+    def __init__(self, limit: int):
+        self.limit, self.n = limit, 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        if self.n >= self.limit:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.n += len(b)
+        return len(b)
+
+
+@pytest.mark.parametrize("pix_fmt", ["rgb24", "yuv420p"])
+def test_frames_in_equal_frames_out(runner, testsrc, pix_fmt):
+    fmt = RawFormat(W, H, pix_fmt)
+    frames = testsrc(5, H, W)
+    data = b"".join(fmt.from_rgb(f) for f in frames)
+    out = io.BytesIO()
+    n = run_pipe(Trickle(data), out, fmt, runner, batch=2)
+    assert n == 5 and len(out.getvalue()) == len(data) == 5 * fmt.frame_bytes
+    got, size = out.getvalue(), fmt.frame_bytes
+    for i in range(5):
+        expect = fmt.from_rgb(runner(fmt.to_rgb(data[i * size:(i + 1) * size])))
+        assert got[i * size:(i + 1) * size] == expect
+
+
+def test_truncated_input_is_a_clear_error(runner, testsrc):
+    fmt = RawFormat(W, H)
+    data = b"".join(fmt.from_rgb(f) for f in testsrc(2, H, W))[:-100]
+    out = io.BytesIO()
+    with pytest.raises(TruncatedInput, match=f"frame 1: got {fmt.frame_bytes - 100} of "
+                                             f"{fmt.frame_bytes} bytes"):
+        run_pipe(io.BytesIO(data), out, fmt, runner, batch=4)
+    assert len(out.getvalue()) == fmt.frame_bytes  # the complete frame still went out
+
+
+def test_closed_reader(runner, testsrc):
+    fmt = RawFormat(W, H)
+    data = b"".join(fmt.from_rgb(f) for f in testsrc(4, H, W))
+    with pytest.raises(DownstreamClosed, match="after 2 frames"):
+        run_pipe(io.BytesIO(data), ClosedAfter(2 * fmt.frame_bytes), fmt, runner)
+
+
+def test_format_validation():
+    assert parse_size("1280x720") == (1280, 720)
+    with pytest.raises(InputError):
+        parse_size("1280*720")
+    with pytest.raises(InputError, match="even"):
+        RawFormat(33, 32, "yuv420p")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "gencodec.cli.main", *args]
+
+
+def test_cli_pipe_truncated_and_closed(compact_dir, testsrc):
+    fmt = RawFormat(W, H)
+    data = b"".join(fmt.from_rgb(f) for f in testsrc(3, H, W))
+    base = _cli("pipe", "--size", f"{W}x{H}", "--model", str(compact_dir))
+    ok = subprocess.run(base, input=data, capture_output=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert len(ok.stdout) == len(data)
+    bad = subprocess.run(base, input=data[:-5], capture_output=True, timeout=120)
+    assert bad.returncode == 2 and b"input ended inside frame 2" in bad.stderr
+    assert len(bad.stdout) == 2 * fmt.frame_bytes
+    # a reader that stops after the first bytes: a clean stop, no traceback (the
+    # output, 30 frames, is larger than a pipe buffer, so the writer must notice)
+    import threading
+
+    many = data * 10
+    p = subprocess.Popen(base, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+
+    def feed():
+        try:
+            p.stdin.write(many)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    assert len(p.stdout.read(10)) == 10
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0 and b"Traceback" not in err, err.decode()
+    assert b"closed by its reader" in err
+    writer.join(timeout=10)
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="Debian's ffmpeg is not installed (make test "
+                                           "installs it)")
+def test_ffmpeg_pipeline(compact_dir, tmp_path):
+    """ffmpeg decodes -> gencodec pipe -> ffmpeg encodes libx265, as in the README."""
+    src, dst = tmp_path / "src.mkv", tmp_path / "out.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc=size={W}x{H}:rate=10:duration=0.6", "-c:v", "ffv1", str(src)],
+                   check=True, timeout=120)
+    raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(src), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True,
+                         timeout=120).stdout
+    assert len(raw) == 6 * W * H * 3
+    dec = subprocess.Popen([FFMPEG, "-v", "error", "-i", str(src), "-f", "rawvideo",
+                            "-pix_fmt", "rgb24", "-"], stdout=subprocess.PIPE)
+    mid = subprocess.Popen(_cli("pipe", "--size", f"{W}x{H}", "--model", str(compact_dir)),
+                           stdin=dec.stdout, stdout=subprocess.PIPE)
+    dec.stdout.close()
+    filtered = mid.communicate(timeout=120)[0]
+    assert dec.wait(timeout=60) == 0 and mid.returncode == 0
+    assert len(filtered) == len(raw)
+    runner = make_runner(str(compact_dir), tile=128)
+    frames = np.frombuffer(raw, np.uint8).reshape(6, H, W, 3)
+    assert filtered == runner(frames).tobytes()
+    enc = subprocess.run([FFMPEG, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                          "-s", f"{W}x{H}", "-r", "10", "-i", "-", "-c:v", "libx265",
+                          "-x265-params", "log-level=error", "-pix_fmt", "yuv420p",
+                          str(dst)], input=filtered, capture_output=True, timeout=120)
+    if enc.returncode != 0 and b"libx265" in enc.stderr:
+        pytest.skip("this ffmpeg has no libx265")
+    assert enc.returncode == 0, enc.stderr.decode()
+    import av
+
+    with av.open(str(dst)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6
