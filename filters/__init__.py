@@ -16,16 +16,24 @@ No trained model ships yet: every entry point needs a model directory or hub id.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from gencodec.errors import InputError
-from gencodec.filters.compact import CompactFilterNet
-from gencodec.filters.model import NO_MODEL_MESSAGE, FrameModel, load_frame_model
-from gencodec.filters.onestep import OneStepDiffusion
-from gencodec.filters.runner import FrameRunner
+from gencodec.filters.classic import CLASSIC_FILTERS
 
-#: Stock FFmpeg filters that :func:`load_preprocessor` hands to :mod:`.classic`.
-CLASSIC_FILTERS = ("nlmeans", "gblur", "unsharp", "hqdn3d")
+if TYPE_CHECKING:
+    from gencodec.filters.runner import FrameRunner
+
+#: Names imported on first use (PEP 562), so that importing gencodec.filters -- as
+#: every ``gencodec`` command does to build its parser -- does not load torch or PyAV.
+_LAZY = {
+    "CompactFilterNet": "compact", "FrameModel": "model", "load_frame_model": "model",
+    "NO_MODEL_MESSAGE": "model", "OneStepDiffusion": "onestep", "FrameRunner": "runner",
+    "PreprocessFilter": "pyav", "transcode": "pyav",
+}
 
 
 def make_runner(spec, *, backend: str = "torch", device: str = "cpu",
@@ -34,6 +42,8 @@ def make_runner(spec, *, backend: str = "torch", device: str = "cpu",
     """A :class:`FrameRunner` for a model (a :class:`FrameModel` or anything
     :func:`load_frame_model` takes) on the named back end."""
     from gencodec.filters.backends import make_backend
+    from gencodec.filters.model import FrameModel, load_frame_model
+    from gencodec.filters.runner import FrameRunner
 
     model = spec if isinstance(spec, FrameModel) else load_frame_model(spec)
     return FrameRunner(make_backend(model, backend, device, precision, threads),
@@ -63,6 +73,8 @@ def load_preprocessor(spec: str, **kw):
     :data:`CLASSIC_FILTERS` (FFmpeg's filters, through :mod:`gencodec.filters.classic`;
     keyword arguments are the filter's options). Unknown specs raise InputError."""
     if not spec:
+        from gencodec.filters.model import NO_MODEL_MESSAGE
+
         raise InputError(NO_MODEL_MESSAGE)
     name = str(spec).split("=", 1)[0].split(":", 1)[0]
     if name in CLASSIC_FILTERS:
@@ -81,9 +93,7 @@ __all__ = ["CLASSIC_FILTERS", "CompactFilterNet", "FrameModel", "FrameRunner",
            "load_preprocessor", "make_runner", "transcode"]
 
 
-def __getattr__(name: str):  # PyAV is imported only when the PyAV pieces are used
-    if name in ("PreprocessFilter", "transcode"):
-        from gencodec.filters import pyav
-
-        return getattr(pyav, name)
-    raise AttributeError(name)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"gencodec.filters.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gencodec.filters' has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from gencodec.filters.model import NO_MODEL_MESSAGE
 from gencodec.errors import InputError
 
 
@@ -33,6 +32,8 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
 
 def require_model(args) -> str:
     if not getattr(args, "model", None):
+        from gencodec.filters.model import NO_MODEL_MESSAGE  # imports torch: only here
+
         raise InputError(NO_MODEL_MESSAGE)
     return args.model
 

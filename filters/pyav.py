@@ -34,6 +34,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from gencodec.codecs_ext._hevc import MIN_SAFE_SIZE
 from gencodec.errors import InputError
 from gencodec.imageio import atomic_output
 from gencodec.filters.runner import FrameRunner
@@ -171,6 +172,10 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
             except (av.FFmpegError, ValueError) as exc:
                 raise InputError(f"-c:v {codec}: no such encoder here: {exc}") from None
             vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
+            if codec == "libx265" and min(vout.width, vout.height) < MIN_SAFE_SIZE:
+                # PyAV's x265 writes out of bounds on tiny pictures (codecs_ext/_hevc.py).
+                raise InputError(f"{src}: {vout.width}x{vout.height} video is below the "
+                                 f"{MIN_SAFE_SIZE}x{MIN_SAFE_SIZE} that libx265 codes safely")
             vout.pix_fmt = pix_fmt or _pick_pix_fmt(vout, vin.codec_context.pix_fmt)
             vout.time_base = vin.time_base
             vout.codec_context.time_base = vin.time_base

@@ -40,7 +40,7 @@ def test_preprocess_webp(compact_dir, photo, tmp_path, capsys):
 
 def test_transcode_cli(compact_dir, testsrc, write_clip, tmp_path, capsys):
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    write_clip(src, testsrc(5, 48, 64), audio=False)
+    write_clip(src, testsrc(5, 64, 96), audio=False)
     assert main(["transcode", str(src), str(dst), "--preprocess", str(compact_dir),
                  "-c:v", "libx265", "--crf", "30", "--preset", "ultrafast",
                  "--x265-params", "aq-mode=2", "--no-progress"]) == 0

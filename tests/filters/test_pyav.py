@@ -107,3 +107,11 @@ def test_transcode_errors(runner, tmp_path):
     assert not (tmp_path / "o.mp4").exists()
     with pytest.raises(InputError, match="bad item"):
         parse_x265_params("=3")
+
+
+def test_transcode_refuses_pictures_x265_cannot_code_safely(tmp_path, testsrc, write_clip):
+    src = tmp_path / "tiny.mp4"
+    write_clip(src, testsrc(3, 48, 64), audio=False)
+    with pytest.raises(InputError, match="below the 64x64"):
+        transcode(src, tmp_path / "o.mp4", None, progress=False)
+    assert not (tmp_path / "o.mp4").exists()
