@@ -14,18 +14,8 @@ from tqdm import tqdm
 from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, get_codec
 from gencodec.errors import InputError
 from gencodec.eval.metrics import psnr
+from gencodec.eval.runner import DEFAULT_QUALITIES
 from gencodec.imageio import atomic_output, write_bytes_atomic
-
-#: Five settings per codec from low to high quality.
-DEMO_SETTINGS = {
-    "jpeg": [15, 35, 55, 75, 92],
-    "webp": [10, 30, 50, 75, 92],
-    "bpg": [42, 37, 32, 27, 22],
-    # libheif's quality scale is steep: 75 is ~3 bpp and 92 ~5 bpp on astronaut, so
-    # these settings span the same ~0.15-2.4 bpp as the other codecs.
-    "heif": [15, 30, 45, 60, 70],
-    "avif": [15, 35, 55, 75, 92],
-}
 
 
 def register(sub) -> None:
@@ -48,7 +38,7 @@ def bundled_photo():
 
 def compare(image) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {}
-    jobs = [(name, q) for name in IMAGE_CODECS for q in DEMO_SETTINGS[name]]
+    jobs = [(name, q) for name in IMAGE_CODECS for q in DEFAULT_QUALITIES[name]]
     codecs = {name: get_codec(name) for name in IMAGE_CODECS}
     for name, q in tqdm(jobs, desc="encoding", unit="stream"):
         codec = codecs[name]
