@@ -3,8 +3,9 @@ ICLR 2025), behind the Codec interface.
 
 ``quality`` is the number of coding steps sent (1..number of timesteps in the profile,
 higher is better; default: the first step reaching t <= 100): the stream ends at x_t
-with t = profile.timesteps[quality - 1] and the decoder denoises from there. The stream is progressive: ``decode(data,
-max_bytes=N)`` uses the steps complete in the first N bytes::
+with t = profile.timesteps[quality - 1] and the decoder denoises from there. The stream
+is progressive: ``decode(data, max_bytes=N)`` uses the steps complete in the first N
+bytes::
 
     from gencodec.codecs_ext import get_codec
     diffc = get_codec("diffc")                    # the embedded gaussian-spectral model
@@ -41,7 +42,8 @@ def resolve_profile(model: str, backbone, profile: str | Path | None):
 
     if profile is not None:
         return Profile.load(profile)
-    folder = model_path(model) if model in MODELS else Path(model)
+    # a hub id's own profile is in the snapshot the backbone was loaded from
+    folder = model_path(model) if model in MODELS else Path(getattr(backbone, "folder", model))
     if (folder / PROFILE_FILE).is_file():
         return Profile.load(folder / PROFILE_FILE)
     return default_profile(backbone.num_timesteps)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gencodec.diffc.profile import BUDGETS, RECON_METHODS
 from gencodec.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm")
@@ -40,9 +41,9 @@ def register(sub) -> None:
     c.add_argument("--step-bits", type=float, default=None,
                    help="per-step overhead in the cost (bits; default 64); larger means "
                         "fewer, faster steps")
-    c.add_argument("--recon", choices=("ddim", "ancestral", "x0"), default="ddim",
+    c.add_argument("--recon", choices=RECON_METHODS, default="ddim",
                    help="default reconstruction written in the profile")
-    c.add_argument("--budget", choices=("adaptive", "fixed"), default="adaptive",
+    c.add_argument("--budget", choices=BUDGETS, default="adaptive",
                    help="per-step KL budgets: 'adaptive' (default: each step gets the "
                         "chunks its own D_KL needs, the count is in the stream) or 'fixed' "
                         "(the paper's mean schedule: the calibrated mean D_KL, scaled to "

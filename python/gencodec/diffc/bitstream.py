@@ -68,13 +68,6 @@ def index_model(chunk_bits: int, exponent: float):
     return constriction.stream.model.Categorical(p / p.sum(), perfect=False)
 
 
-def index_code_lengths(chunk_bits: int, exponent: float, indices: np.ndarray) -> float:
-    """Ideal code length in bits of ``indices`` under the model (for diagnostics)."""
-    n = np.arange(1, (1 << chunk_bits) + 1, dtype=np.float64)
-    logp = -exponent * np.log2(n) - np.log2(np.sum(n ** -float(exponent)))
-    return float(-logp[np.asarray(indices, np.int64)].sum())
-
-
 def encode_indices(indices: np.ndarray, chunk_bits: int, exponent: float) -> bytes:
     import constriction
 

@@ -114,11 +114,11 @@ class DiffC:
         if len(payload.segments) > prof.num_steps:
             raise BitstreamError(f"stream has {len(payload.segments)} steps, the profile "
                                  f"{prof.num_steps}")
-        x = None
+        x, n_dims = None, int(np.prod(shape))
         for k, seg in enumerate(payload.segments):
-            if seg.n_chunks > np.prod(shape):
+            if not 1 <= seg.n_chunks <= n_dims:
                 raise BitstreamError(f"DiffC step {k} claims {seg.n_chunks} chunks")
-            fixed = prof.fixed_chunks(k, int(np.prod(shape)))
+            fixed = prof.fixed_chunks(k, n_dims)
             if fixed is not None and seg.n_chunks != fixed:
                 raise BitstreamError(f"DiffC step {k} has {seg.n_chunks} chunks, the "
                                      f"profile's fixed budget {fixed}")

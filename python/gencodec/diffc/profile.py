@@ -61,6 +61,8 @@ class Profile:
         if not 0 <= self.padding_bits < self.chunk_bits - 1:
             raise InputError(f"profile padding_bits {self.padding_bits} must be in "
                              f"0..chunk_bits-1")
+        if self.ddim_steps < 1:
+            raise InputError(f"profile ddim_steps {self.ddim_steps} must be >= 1")
         if self.recon not in RECON_METHODS:
             raise InputError(f"profile recon {self.recon!r} is not one of {RECON_METHODS}")
         if self.kl_bits is not None and len(self.kl_bits) != len(ts):

@@ -8,7 +8,8 @@ directory or a Hugging Face hub id:
   with unet/, vae/, scheduler/): :mod:`gencodec.diffusion.sd`;
 - a diffusers Flux folder or hub id: :mod:`gencodec.diffusion.flux`.
 
-Hub ids go through diffusers' ``from_pretrained``, which honours ``HF_HUB_OFFLINE``.
+Hub ids are fetched with huggingface_hub (``snapshot_download``), which honours
+``HF_HUB_OFFLINE``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import numpy as np
 
 from gencodec.diffusion import ddpm
 from gencodec.diffusion.base import Backbone, sha256_files
-from gencodec.diffusion.sd import CONDITIONING_FILE, VaeLatents, resolve_folder, torch_dtype
+from gencodec.diffusion.sd import (CONDITIONING_FILE, VaeLatents, load_conditioning,
+                                  resolve_folder, torch_dtype)
 
 
 def flow_sigma(abar_t: float) -> float:
@@ -76,10 +77,10 @@ class Flux(VaeLatents, FlowBackbone):
 
     def __init__(self, folder: Path, device: str = "cpu", name: str = "",
                  guidance: float = 3.5, beta_schedule: str = "scaled_linear"):
-        import torch
         from diffusers import FluxTransformer2DModel
 
         self.name, self.device, self.guidance = name or str(folder), device, float(guidance)
+        self.folder = folder
         self.dtype = torch_dtype(device)
         self.transformer = FluxTransformer2DModel.from_pretrained(
             folder, subfolder="transformer", torch_dtype=self.dtype).to(device).eval()
@@ -89,14 +90,8 @@ class Flux(VaeLatents, FlowBackbone):
         self.alphas_cumprod = ddpm.make_alphas_cumprod(beta_schedule)
         cfg = self.transformer.config
         f = folder / CONDITIONING_FILE
-        if f.is_file():
-            from safetensors.torch import load_file
-
-            t = load_file(str(f))
-            prompt, pooled = t["prompt_embeds"], t["pooled_prompt_embeds"]
-        else:
-            prompt = torch.zeros(1, 512, cfg.joint_attention_dim)
-            pooled = torch.zeros(1, cfg.pooled_projection_dim)
+        prompt, pooled = load_conditioning(folder, cfg.joint_attention_dim,
+                                           cfg.pooled_projection_dim, length=512)
         self.prompt, self.pooled = prompt.to(device, self.dtype), pooled.to(device, self.dtype)
         files = [p for s in ("transformer", "vae") for p in (folder / s).iterdir() if p.is_file()]
         self._sha = sha256_files(files + ([f] if f.is_file() else []),

@@ -47,8 +47,9 @@ def torch_dtype(device: str):
     return torch.float16 if str(device).startswith("cuda") else torch.float32
 
 
-def load_conditioning(folder: Path, cross_dim: int, pooled_dim: int = 1280):
-    """(prompt_embeds, pooled_prompt_embeds) from the folder, or zeros."""
+def load_conditioning(folder: Path, cross_dim: int, pooled_dim: int = 1280, length: int = 77):
+    """(prompt_embeds, pooled_prompt_embeds) from the folder, or zeros of shapes
+    (1, length, cross_dim) and (1, pooled_dim)."""
     import torch
 
     f = folder / CONDITIONING_FILE
@@ -57,7 +58,7 @@ def load_conditioning(folder: Path, cross_dim: int, pooled_dim: int = 1280):
 
         t = load_file(str(f))
         return t["prompt_embeds"], t.get("pooled_prompt_embeds", torch.zeros(1, pooled_dim))
-    return torch.zeros(1, 77, cross_dim), torch.zeros(1, pooled_dim)
+    return torch.zeros(1, length, cross_dim), torch.zeros(1, pooled_dim)
 
 
 class _Unet:
@@ -78,6 +79,8 @@ class _Unet:
                 // cfg.addition_time_embed_dim
             self.pooled, self.n_ids = pooled.to(device, dtype), n_ids
         self.files = [p for p in (folder / "unet").iterdir() if p.is_file()]
+        if (folder / CONDITIONING_FILE).is_file():  # it changes the outputs too
+            self.files.append(folder / CONDITIONING_FILE)
 
     def __call__(self, x_t: np.ndarray, t: int) -> np.ndarray:
         import torch
@@ -141,7 +144,7 @@ class StableDiffusion(VaeLatents, Backbone):
                  refiner: str | Path | None = None):
         from diffusers import DDPMScheduler
 
-        self.name, self.device = name or str(folder), device
+        self.name, self.device, self.folder = name or str(folder), device, folder
         dtype = torch_dtype(device)
         self.unet = _Unet(folder, device, dtype)
         self._load_vae(folder, device, dtype)
