@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gencodec.errors import InputError
-from gencodec.filters.classic import CLASSIC_FILTERS
+from gencodec.filters.classic import CLASSIC_FILTERS, is_classic, load_classic
 
 if TYPE_CHECKING:
     from gencodec.filters.runner import FrameRunner
@@ -76,16 +76,9 @@ def load_preprocessor(spec: str, **kw):
         from gencodec.filters.model import NO_MODEL_MESSAGE
 
         raise InputError(NO_MODEL_MESSAGE)
-    name = str(spec).split("=", 1)[0].split(":", 1)[0]
-    if name in CLASSIC_FILTERS:
-        return _classic(str(spec), **kw)
+    if is_classic(str(spec)):
+        return load_classic(str(spec), **kw)
     return ImagePreprocessor(make_runner(spec, **kw), str(spec))
-
-
-def _classic(spec: str, **kw):
-    from gencodec.filters.classic import load_classic
-
-    return load_classic(spec, **kw)
 
 
 __all__ = ["CLASSIC_FILTERS", "CompactFilterNet", "FrameModel", "FrameRunner",

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -89,12 +90,15 @@ class CompactFilterNet(FrameModel):
         d = Path(directory)
         cfg = read_config(d)
         fields = {f.name for f in dataclasses.fields(CompactConfig)}
-        model = cls(**{k: v for k, v in cfg.items() if k in fields})
+        try:
+            model = cls(**{k: v for k, v in cfg.items() if k in fields})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{d}: bad compact config: {exc}") from None
         weights = d / WEIGHTS_NAME
         if not weights.is_file():
             raise InputError(f"{d}: no {WEIGHTS_NAME}")
         try:
             model.load_state_dict(load_file(str(weights)))
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise InputError(f"{weights}: weights do not fit the config: {exc}") from None
         return model.eval()

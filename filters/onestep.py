@@ -5,12 +5,12 @@ timestep, conditioned on a *static* text embedding that replaces the text encode
 frozen VAE decoder. In formulas, with the VAE scaling factor ``s`` and
 ``a = alphas_cumprod[t]`` of the teacher's DDPM schedule (Eq. 1)::
 
-    z   = s * E(2x - 1).mean                    # latent mean: no sampling, no noise
+    z   = s * (E(2x - 1).mean - shift)          # latent mean: no sampling, no noise
     out = UNet(z, t, c_static)
     z0  = (z - sqrt(1 - a) * out) / sqrt(a)     # prediction_type "epsilon"
         = sqrt(a) * z - sqrt(1 - a) * out       # "v_prediction"
         = out                                   # "sample" (x0-predicting students)
-    y   = (D(z0 / s) + 1) / 2
+    y   = (D(z0 / s + shift) + 1) / 2           # shift: the VAE's shift_factor (0 for SD)
 
 The input latent goes in as ``z_t`` itself, as in one-step image-to-image students
 (no noise is added), so the filter is deterministic and static content stays static.
@@ -37,6 +37,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gencodec.errors import InputError
@@ -159,7 +160,14 @@ class OneStepDiffusion(FrameModel):
         ptype = prediction_type or cfg.get("prediction_type", "epsilon")
         alpha = cfg.get("alpha_cumprod")
         if (timestep is not None or alpha is None) and sched is not None:
-            alpha = float(alphas_cumprod(sched)[t])
+            table = alphas_cumprod(sched)
+            if not 0 <= t < len(table):
+                raise InputError(f"timestep {t}: the scheduler has {len(table)} timesteps")
+            alpha = float(table[t])
+        elif timestep is not None and t != int(cfg.get("timestep", 999)):
+            # the stored alpha_cumprod belongs to the stored timestep
+            raise InputError(f"{spec}: timestep {t} differs from the stored one and there "
+                             "is no scheduler/scheduler_config.json to recompute alpha_cumprod")
         if prompt_embeds is None:
             prompt_embeds = root / cfg.get("prompt_embeds", EMBEDS_NAME)
             if not prompt_embeds.is_file():
@@ -170,7 +178,7 @@ class OneStepDiffusion(FrameModel):
         if isinstance(prompt_embeds, (str, os.PathLike)):
             try:
                 prompt_embeds = load_file(str(prompt_embeds))["prompt_embeds"]
-            except (OSError, KeyError, RuntimeError) as exc:
+            except (OSError, KeyError, RuntimeError, SafetensorError) as exc:
                 raise InputError(f"{prompt_embeds}: not a prompt_embeds file: {exc}") from None
         kw = {"low_cpu_mem_usage": False}
         if torch_dtype is not None:

@@ -12,8 +12,10 @@ edge (``m = overlap // 4``, ``b = overlap - 2m``)::
            (d + 1/2 - m) / b       for m <= d < m + b  (linear cross-fade)
            1                       beyond
 
-Two neighbours' ramps add up to one across the overlap, and every pixel has at least
-one tile with weight 1, so the normalisation never divides by zero. For a local model
+Two neighbours' ramps add up to one across an overlap of exactly ``overlap`` (the last
+tile of a row or column may overlap more; the normalisation by the summed weights
+covers that), and every pixel gets a positive total weight, so the normalisation never
+divides by zero. For a local model
 (``receptive_field`` <= m), a pixel only takes outputs computed with all of its
 context, so the tiled result equals whole-frame inference up to float rounding; that
 is what the automatic overlap (4 x the receptive field) guarantees. Models with global

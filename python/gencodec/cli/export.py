@@ -28,8 +28,9 @@ def run(args) -> int:
     from gencodec.filters.cli_options import require_model
     from gencodec.filters.export import export_onnx, export_torchscript
     from gencodec.filters.model import load_frame_model
-    from gencodec.imageio import atomic_output
+    from gencodec.imageio import atomic_output, check_output
 
+    check_output(args.output, args.force)  # fail before the (slow) model load
     model = load_frame_model(require_model(args))
     with atomic_output(args.output, args.force) as tmp:
         if args.format == "torchscript":

@@ -33,11 +33,15 @@ def register(sub) -> None:
 def run(args) -> int:
     from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, get_codec
     from gencodec.filters.cli_options import runner_from_args
-    from gencodec.imageio import load_image, save_image, write_bytes_atomic
+    from gencodec.imageio import check_output, load_image, save_image, write_bytes_atomic
 
     if args.codec is not None and args.codec not in IMAGE_CODECS:
         raise InputError(f"--codec {args.codec}: use an image codec ({', '.join(IMAGE_CODECS)});"
                          " for video use 'gencodec transcode'")
+    # fail before the (slow) model load, and before --save-preprocessed is written
+    check_output(args.output, args.force)
+    if args.save_preprocessed:
+        check_output(args.save_preprocessed, args.force)
     runner = runner_from_args(args)
     image = load_image(args.input)
     out = runner(image)

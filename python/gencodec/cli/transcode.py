@@ -35,7 +35,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from gencodec.filters.cli_options import runner_from_args
     from gencodec.filters.pyav import PreprocessFilter, transcode
+    from gencodec.imageio import check_output
 
+    check_output(args.output, args.force)  # fail before the (slow) model load
     runner = runner_from_args(args)
     print(f"model: {runner.describe()}", file=sys.stderr)
     counts = transcode(args.input, args.output, PreprocessFilter(runner), codec=args.vcodec,
