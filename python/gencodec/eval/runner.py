@@ -66,21 +66,13 @@ def config_name(preprocess: str, codec: str) -> str:
 
 
 def load_preprocessor(spec: str):
-    """``none`` -> None; a classic filter -> :class:`ClassicFilter`; anything else ->
-    ``gencodec.filters.load_preprocessor(spec)`` (a learned model)."""
+    """``none`` -> None; anything else -> :func:`gencodec.filters.load_preprocessor`
+    (a classic FFmpeg filter or a learned model)."""
     if spec == NONE:
         return None
-    from gencodec.filters.classic import is_classic, load_classic
+    from gencodec.filters import load_preprocessor as load_filter
 
-    if is_classic(spec):
-        return load_classic(spec)
-    try:
-        from gencodec.filters import load_preprocessor as load_learned
-    except ImportError as exc:
-        raise InputError(f"preprocessor {spec!r}: not a classic filter (nlmeans, gblur, "
-                         f"unsharp, hqdn3d) and learned preprocessors are not available "
-                         f"({exc})") from None
-    return load_learned(spec)
+    return load_filter(spec)
 
 
 @dataclasses.dataclass(frozen=True)
