@@ -9,12 +9,12 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.gencodec-installed
 DEPS   := pyproject.toml CMakeLists.txt $(shell find native -type f)
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test install system-deps ffmpeg-torch clean
 
 demo: install
 	$(VENV)/bin/gencodec demo --out demo-out --force
 
-test: install system-deps
+test: install system-deps ffmpeg-torch
 	$(PY) -m pytest -q
 
 # Debian's ffmpeg drives the rawvideo pipe tests; installed when missing and we are
@@ -24,6 +24,16 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "note: ffmpeg not found and cannot be installed here; pipe tests will skip"; fi; }
+
+# An FFmpeg with the LibTorch back end of dnn_processing, to run the TorchScript export
+# inside FFmpeg (tests/filters/test_dnn_processing.py). Built from Debian's signed
+# source; when that fails (no network), those tests skip with a message.
+FFMPEG_TORCH := build/ffmpeg-torch/ffmpeg
+
+ffmpeg-torch: $(STAMP)
+	@[ -x $(FFMPEG_TORCH) ] && [ $(FFMPEG_TORCH) -nt $(STAMP) ] || \
+	  scripts/build_ffmpeg_torch.sh $(PY) $(dir $(FFMPEG_TORCH)) || \
+	  echo "note: FFmpeg with libtorch could not be built; the dnn_processing tests will skip"
 
 install: $(STAMP)
 

@@ -92,21 +92,18 @@ class OrtBackend:
         return torch.from_numpy(y)
 
     @classmethod
-    def from_model(cls, model: FrameModel, device: str = "cpu", threads: int = 0,
-                   cache_dir: str | os.PathLike | None = None) -> "OrtBackend":
-        """Export ``model`` to ONNX (in ``cache_dir`` or a temporary folder) and load it.
+    def from_model(cls, model: FrameModel, device: str = "cpu",
+                   threads: int = 0) -> "OrtBackend":
+        """Export ``model`` to ONNX in a temporary folder and load it (the session
+        holds the weights, so the folder goes when this returns).
 
         Uses the TorchScript-based exporter: same graph, much faster export."""
         from gencodec.filters.export import export_onnx
 
-        if cache_dir is None:
-            with tempfile.TemporaryDirectory(prefix="gencodec-onnx-") as tmp:
-                path = Path(tmp) / "model.onnx"
-                export_onnx(model, path, dynamo=False)
-                return cls(path, device, threads)
-        path = Path(cache_dir) / "model.onnx"
-        export_onnx(model, path, dynamo=False)
-        return cls(path, device, threads)
+        with tempfile.TemporaryDirectory(prefix="gencodec-onnx-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(model, path, dynamo=False)
+            return cls(path, device, threads)
 
 
 def make_backend(model: FrameModel, backend: str = "torch", device: str = "cpu",

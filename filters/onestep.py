@@ -18,9 +18,12 @@ The input latent goes in as ``z_t`` itself, as in one-step image-to-image studen
 A model directory (``save_pretrained``) holds::
 
     gencodec_filter.json        architecture "onestep", timestep, prediction_type,
-                                alpha_cumprod, subfolders, the prompt it was made from
+                                alpha_cumprod, subfolders, the prompt it was made from,
+                                optionally "base": the diffusers repository (directory
+                                or hub id) that holds unet/, vae/ and scheduler/
     prompt_embeds.safetensors   {"prompt_embeds": 1 x L x D}: the static embedding
     unet/, vae/                 diffusers UNet2DConditionModel and AutoencoderKL
+                                (here unless "base" names another place)
 
 ``from_pretrained`` also takes a plain diffusers repository (a distilled SD 2.1,
 SD-Turbo) by hub id or directory: the timestep and prediction type then come from its
@@ -41,6 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gencodec.errors import InputError
+from gencodec.imageio import atomic_output, check_output
 from gencodec.filters.model import CONFIG_NAME, FrameModel, read_config, write_config
 
 EMBEDS_NAME = "prompt_embeds.safetensors"
@@ -151,7 +155,8 @@ class OneStepDiffusion(FrameModel):
                              "pip install 'gencodec[diffusion]'") from None
         root = resolve(spec)
         cfg = read_config(root) if (root / CONFIG_NAME).is_file() else {}
-        sched = _read_json(root / "scheduler" / "scheduler_config.json")
+        base = _base(root, cfg)
+        sched = _read_json(base / "scheduler" / "scheduler_config.json")
         if not cfg:  # a plain diffusers repository: the scheduler gives t and the maths
             sched = sched or {}
             cfg = {"timestep": sched.get("num_train_timesteps", 1000) - 1,
@@ -185,9 +190,9 @@ class OneStepDiffusion(FrameModel):
             kw["torch_dtype"] = torch_dtype
         try:
             unet = UNet2DConditionModel.from_pretrained(
-                root, subfolder=cfg.get("unet_subfolder", "unet"), **kw)
+                base, subfolder=cfg.get("unet_subfolder", "unet"), **kw)
             vae = AutoencoderKL.from_pretrained(
-                root, subfolder=cfg.get("vae_subfolder", "vae"), **kw)
+                base, subfolder=cfg.get("vae_subfolder", "vae"), **kw)
         except (OSError, ValueError) as exc:
             raise InputError(f"{spec}: cannot load the UNet/VAE: {exc}") from None
         model = cls(unet, vae, prompt_embeds, timestep=t, prediction_type=ptype,
@@ -229,6 +234,17 @@ def resolve(spec: str | os.PathLike) -> Path:
                          f"{type(exc).__name__}") from None
 
 
+def _base(root: Path, cfg: dict) -> Path:
+    """Where the UNet, VAE and scheduler live: ``root`` itself, or the diffusers
+    repository (a directory, absolute or relative to ``root``, or a hub id) that the
+    config's ``base`` names (see :func:`write_static_embedding`)."""
+    base = cfg.get("base")
+    if not base:
+        return root
+    local = root / Path(base).expanduser()  # an absolute base stays absolute
+    return local if local.is_dir() else resolve(base)
+
+
 def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -238,32 +254,62 @@ def _read_json(path: Path) -> dict | None:
         raise InputError(f"{path}: unreadable JSON: {exc}") from None
 
 
-def write_static_embedding(model: str, out_dir: str | os.PathLike, prompt: str = "",
-                           *, timestep: int | None = None) -> Path:
+def write_static_embedding(model: str | os.PathLike, out_dir: str | os.PathLike,
+                           prompt: str = "", *, timestep: int | None = None,
+                           force: bool = False) -> Path:
     """Encode ``prompt`` once with the model's own text encoder and write
-    ``prompt_embeds.safetensors`` and ``gencodec_filter.json`` into ``out_dir`` (the
-    model's directory, or a new one that then names the repository's subfolders).
+    ``prompt_embeds.safetensors`` and ``gencodec_filter.json`` into ``out_dir``.
 
-    This is the only step that loads a text encoder (``transformers``)."""
+    ``model`` is a diffusers repository (directory or hub id) with ``tokenizer/``,
+    ``text_encoder/``, ``unet/``, ``vae/`` and ``scheduler/``. ``out_dir`` is that
+    directory itself, or a new one: its config then names ``model`` as ``base``, where
+    :meth:`OneStepDiffusion.from_pretrained` finds the UNet, VAE and scheduler. The
+    embedding is the CLIP text encoder's last hidden state, 1 x L x D, for the prompt
+    padded to L tokens, as diffusers pipelines compute ``prompt_embeds``; the timestep
+    defaults to the last training step, and ``alpha_cumprod`` is Eq. 1's
+    ``alphas_cumprod[t]`` of the scheduler. Existing files need ``force``.
+
+    This is the only step that loads a text encoder (``transformers``); loading and
+    running the filter afterwards does not need it."""
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError:
         raise InputError("computing the static embedding needs transformers "
                          "(pip install transformers); run time does not") from None
-    tok = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-    enc = CLIPTextModel.from_pretrained(model, subfolder="text_encoder").eval()
-    ids = tok([prompt], padding="max_length", max_length=tok.model_max_length,
-              truncation=True, return_tensors="pt").input_ids
+    root, d = resolve(model), Path(out_dir)
+    targets = [d / EMBEDS_NAME, d / CONFIG_NAME]
+    if d.is_dir():
+        for path in targets:
+            check_output(path, force)
+    sched = _read_json(root / "scheduler" / "scheduler_config.json")
+    if sched is None:
+        raise InputError(f"{model}: no scheduler/scheduler_config.json, which gives the "
+                         "timestep, the prediction type and alpha_cumprod")
+    table = alphas_cumprod(sched)
+    t = len(table) - 1 if timestep is None else int(timestep)
+    if not 0 <= t < len(table):
+        raise InputError(f"timestep {t}: the scheduler has {len(table)} timesteps")
+    try:  # by the name given: a hub snapshot from resolve() holds no text encoder
+        tok = CLIPTokenizer.from_pretrained(str(model), subfolder="tokenizer")
+        enc = CLIPTextModel.from_pretrained(str(model), subfolder="text_encoder").eval()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{model}: cannot load tokenizer/ and text_encoder/: {exc}") from None
+    # model_max_length is 77 in SD repositories, "unlimited" where a config omits it
+    length = min(tok.model_max_length, enc.config.max_position_embeddings)
+    ids = tok([prompt], padding="max_length", max_length=length, truncation=True,
+              return_tensors="pt").input_ids
     with torch.no_grad():
-        emb = enc(ids)[0].float()
-    sched = _read_json(resolve(model) / "scheduler" / "scheduler_config.json") or {}
-    t = int(sched.get("num_train_timesteps", 1000) - 1 if timestep is None else timestep)
-    d = Path(out_dir)
+        emb = enc(ids).last_hidden_state.float()
+    cfg = {"architecture": "onestep", "timestep": t,
+           "prediction_type": sched.get("prediction_type", "epsilon"),
+           "alpha_cumprod": float(table[t]),
+           "prompt": prompt, "unet_subfolder": "unet", "vae_subfolder": "vae",
+           "prompt_embeds": EMBEDS_NAME}
     d.mkdir(parents=True, exist_ok=True)
-    save_file({"prompt_embeds": emb.contiguous()}, str(d / EMBEDS_NAME))
-    write_config(d, {"architecture": "onestep", "timestep": t,
-                     "prediction_type": sched.get("prediction_type", "epsilon"),
-                     "alpha_cumprod": float(alphas_cumprod(sched)[t]) if sched else None,
-                     "prompt": prompt, "unet_subfolder": "unet", "vae_subfolder": "vae",
-                     "prompt_embeds": EMBEDS_NAME})
+    if d.resolve() != root.resolve():
+        local = Path(model).expanduser()
+        cfg["base"] = str(local.resolve()) if local.is_dir() else str(model)
+    with atomic_output(targets[0], force) as tmp:
+        save_file({"prompt_embeds": emb.contiguous()}, str(tmp))
+    write_config(d, cfg)
     return d

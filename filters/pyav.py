@@ -26,6 +26,7 @@ the rest, in order.
 from __future__ import annotations
 
 import fractions
+import io
 import os
 from pathlib import Path
 from typing import Iterator
@@ -145,50 +146,25 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
               x265_params: str | None = None, pix_fmt: str | None = None,
               force: bool = False, progress: bool = True) -> dict:
     """Decode ``src``, filter its first video stream, encode it with ``codec`` into
-    ``dst``, and copy the audio and subtitle streams packet for packet.
+    ``dst``, and copy the audio and subtitle streams packet for packet (payload, pts,
+    duration), with their language, title and default/forced flags, and the
+    attachments (an ASS track's fonts) where the output is Matroska, the one container
+    that stores them (elsewhere they are counted in ``dropped_attachments``).
 
-    pts and time base of the video are kept. Returns counts for the caller."""
+    pts and time base of the video are kept. Every check (input, container, encoder,
+    streams the container cannot carry) runs before the first frame is decoded, and a
+    failure leaves no file; :func:`check_transcode` runs the same checks without
+    writing anything. Returns counts for the caller."""
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise InputError(f"{src}: no such file")
-    try:
-        inp = av.open(str(src))
-    except av.FFmpegError as exc:
-        raise InputError(f"{src}: cannot open: {exc}") from None
-    counts = {"frames": 0, "copied_packets": 0}
-    with inp, atomic_output(dst, force) as tmp:
-        if not inp.streams.video:
-            raise InputError(f"{src}: no video stream")
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
-        try:
-            out = av.open(str(tmp), "w", format=_muxer_for(dst))
-        except (av.FFmpegError, ValueError) as exc:
-            raise InputError(f"{dst}: cannot write this container: {exc}") from None
-        with out:
-            rate = vin.average_rate or vin.guessed_rate or fractions.Fraction(25)
-            try:
-                vout = out.add_stream(codec, rate=rate)
-            except (av.FFmpegError, ValueError) as exc:
-                raise InputError(f"-c:v {codec}: no such encoder here: {exc}") from None
-            vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
-            if codec == "libx265" and min(vout.width, vout.height) < MIN_SAFE_SIZE:
-                # PyAV's x265 writes out of bounds on tiny pictures (codecs_ext/_hevc.py).
-                raise InputError(f"{src}: {vout.width}x{vout.height} video is below the "
-                                 f"{MIN_SAFE_SIZE}x{MIN_SAFE_SIZE} that libx265 codes safely")
-            vout.pix_fmt = pix_fmt or _pick_pix_fmt(vout, vin.codec_context.pix_fmt)
-            vout.time_base = vin.time_base
-            vout.codec_context.time_base = vin.time_base
-            vout.options = _video_options(codec, crf, preset, x265_params)
-            copies = {}
-            for s in inp.streams:
-                if s.type in ("audio", "subtitle"):
-                    try:
-                        copies[s.index] = out.add_stream_from_template(s)
-                    except (av.FFmpegError, ValueError) as exc:
-                        raise InputError(f"{dst}: cannot copy {s.type} stream {s.index} "
-                                         f"({s.codec_context.name}) into this container: "
-                                         f"{exc}") from None
+    enc = {"codec": codec, "crf": crf, "preset": preset, "x265_params": x265_params,
+           "pix_fmt": pix_fmt}
+    counts = {"frames": 0, "copied_packets": 0, "dropped_attachments": 0}
+    with _open_input(src) as inp, atomic_output(dst, force) as tmp:
+        with _open_output(str(tmp), dst) as out:
+            vin = inp.streams.video[0]
+            vin.thread_type = "AUTO"
+            vout, copies, counts["dropped_attachments"] = _add_streams(inp, out, src, dst,
+                                                                        **enc)
             total = vin.frames or None
             bar = tqdm(total=total, unit="frame", desc=f"transcode {src.name}",
                        disable=not progress, dynamic_ncols=True)
@@ -222,6 +198,106 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
     return counts
 
 
+def check_transcode(src: str | os.PathLike, dst: str | os.PathLike, *,
+                    codec: str = "libx265", crf: float | None = 28,
+                    preset: str | None = None, x265_params: str | None = None,
+                    pix_fmt: str | None = None) -> None:
+    """Raise :class:`InputError` where :func:`transcode` would refuse, before a (slow)
+    model load: the input, the encoder, and whether ``dst``'s container can carry the
+    encoded video and every audio and subtitle stream to copy (an .mp4 cannot carry
+    SubRip or ASS subtitles, a .mkv cannot carry mov_text). Writes nothing: the
+    streams are set up on an in-memory container of ``dst``'s format."""
+    src, dst = Path(src), Path(dst)
+    mem = io.BytesIO()
+    mem.name = dst.name  # FFmpeg guesses the format from the name, as for a file
+    with _open_input(src) as inp, _open_output(mem, dst) as out:
+        _add_streams(inp, out, src, dst, codec=codec, crf=crf, preset=preset,
+                     x265_params=x265_params, pix_fmt=pix_fmt)
+
+
+def _open_input(src: Path):
+    if not src.is_file():
+        raise InputError(f"{src}: no such file")
+    try:
+        inp = av.open(str(src))
+    except av.FFmpegError as exc:
+        raise InputError(f"{src}: cannot open: {exc}") from None
+    if not inp.streams.video:
+        inp.close()
+        raise InputError(f"{src}: no video stream")
+    return inp
+
+
+def _open_output(target, dst: Path):
+    try:
+        return av.open(target, "w", format=_muxer_for(dst))
+    except (av.FFmpegError, ValueError) as exc:
+        raise InputError(f"{dst}: cannot write this container: {exc}") from None
+
+
+#: Stream tags that stay true when the video is re-encoded (statistics tags and the
+#: encoder name do not).
+_VIDEO_TAGS = ("language", "title", "handler_name")
+
+
+def _add_streams(inp, out, src: Path, dst: Path, *, codec: str, crf: float | None,
+                 preset: str | None, x265_params: str | None, pix_fmt: str | None):
+    """The encoded video stream, one copy of each audio and subtitle stream of ``inp``
+    and its attachments in ``out``, in the input's order; returns ``(video, {input
+    index: copy} for the streams with packets, attachments dropped)``."""
+    vin = inp.streams.video[0]
+    options = _video_options(codec, crf, preset, x265_params)
+    copies = {}
+    vout, dropped = None, 0
+    for s in inp.streams:
+        if s.index == vin.index:
+            vout = _add_video(out, vin, src, dst, codec, pix_fmt)
+            vout.options = options
+            vout.metadata.update({k: v for k, v in s.metadata.items()
+                                  if k.lower() in _VIDEO_TAGS})
+            vout.disposition = s.disposition
+        elif s.type in ("audio", "subtitle"):
+            try:
+                copies[s.index] = c = out.add_stream_from_template(s)
+            except (av.FFmpegError, ValueError) as exc:
+                name = getattr(s.codec_context, "name", None) or "a codec unknown here"
+                raise InputError(
+                    f"{dst}: the {out.format.name} container cannot carry {s.type} stream "
+                    f"{s.index} ({name}): {exc}; pick a container that can (.mkv "
+                    "carries most codecs; .mp4 takes mov_text subtitles)") from None
+            c.metadata.update(s.metadata)  # language, title, ...
+            c.disposition = s.disposition  # default, forced, hearing impaired, ...
+        elif s.type == "attachment":  # no packets: the payload is in the header
+            if out.format.name == "matroska":
+                out.add_stream_from_template(s)  # file name and MIME type included
+            else:
+                dropped += 1
+    out.metadata.update({k: v for k, v in inp.metadata.items() if k.lower() != "encoder"})
+    return vout, copies, dropped
+
+
+def _add_video(out, vin, src: Path, dst: Path, codec: str, pix_fmt: str | None):
+    rate = vin.average_rate or vin.guessed_rate or fractions.Fraction(25)
+    try:
+        vout = out.add_stream(codec, rate=rate)
+    except (av.FFmpegError, av.codec.codec.UnknownCodecError):
+        raise InputError(f"-c:v {codec}: no such encoder in this FFmpeg build") from None
+    except ValueError as exc:  # PyAV: the muxer does not take this codec
+        raise InputError(f"{dst}: -c:v {codec}: {exc}") from None
+    vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
+    if codec == "libx265" and min(vout.width, vout.height) < MIN_SAFE_SIZE:
+        # PyAV's x265 writes out of bounds on tiny pictures (codecs_ext/_hevc.py).
+        raise InputError(f"{src}: {vout.width}x{vout.height} video is below the "
+                         f"{MIN_SAFE_SIZE}x{MIN_SAFE_SIZE} that libx265 codes safely")
+    supported = [f.name for f in (vout.codec_context.codec.video_formats or [])]
+    if pix_fmt and supported and pix_fmt not in supported:
+        raise InputError(f"--pix-fmt {pix_fmt}: {codec} takes {', '.join(supported)}")
+    vout.pix_fmt = pix_fmt or _pick_pix_fmt(supported, vin.codec_context.pix_fmt)
+    vout.time_base = vin.time_base
+    vout.codec_context.time_base = vin.time_base
+    return vout
+
+
 def _muxer_for(dst: Path) -> str | None:
     ext = dst.suffix.lower()
     return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
@@ -229,8 +305,7 @@ def _muxer_for(dst: Path) -> str | None:
             ".nut": "nut"}.get(ext)
 
 
-def _pick_pix_fmt(stream, src_fmt: str | None) -> str:
-    supported = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+def _pick_pix_fmt(supported: list[str], src_fmt: str | None) -> str:
     if src_fmt in supported:
         return src_fmt
     return "yuv420p" if "yuv420p" in supported or not supported else supported[0]

@@ -11,7 +11,9 @@ def register(sub) -> None:
         "export", help="export the preprocessing model (TorchScript for FFmpeg, ONNX)",
         description="Write the preprocessing model as TorchScript (FFmpeg dnn_processing, "
                     "dnn_backend=torch) or ONNX. Both take float32 RGB NCHW in [0,1] of any "
-                    "height and width and return the same layout.",
+                    "height and width and return the same layout. An ONNX model over "
+                    "protobuf's 2 GB limit keeps its weights in OUTPUT.data; keep the two "
+                    "files side by side.",
         epilog="example: gencodec export --model DIR --format torchscript -o filter.pt; "
                "ffmpeg -i in.mp4 -vf dnn_processing=dnn_backend=torch:model=filter.pt "
                "-c:v libx265 out.mp4")
@@ -20,23 +22,32 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.pt or .onnx)")
     p.add_argument("--onnx-exporter", choices=("dynamo", "legacy"), default="dynamo",
                    help="torch.onnx exporter (dynamo falls back to legacy; default: dynamo)")
+    p.add_argument("--external-data-threshold", type=int, metavar="BYTES",
+                   help="ONNX: keep the weights in OUTPUT.data, beside OUTPUT, when the model "
+                        "is larger than this (default: protobuf's 2 GB limit; 0: always)")
     add_force_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from gencodec.filters.cli_options import require_model
-    from gencodec.filters.export import export_onnx, export_torchscript
+    from gencodec.filters.export import export_onnx, export_torchscript, onnx_data_path
     from gencodec.filters.model import load_frame_model
     from gencodec.imageio import atomic_output, check_output
 
+    onnx = args.format == "onnx"
     check_output(args.output, args.force)  # fail before the (slow) model load
+    if onnx:
+        check_output(onnx_data_path(args.output), args.force)
     model = load_frame_model(require_model(args))
-    with atomic_output(args.output, args.force) as tmp:
-        if args.format == "torchscript":
+    if onnx:
+        export_onnx(model, args.output, dynamo=args.onnx_exporter == "dynamo",
+                    force=args.force, external_data_threshold=args.external_data_threshold)
+    else:
+        with atomic_output(args.output, args.force) as tmp:
             export_torchscript(model, tmp)
-        else:
-            export_onnx(model, tmp, dynamo=args.onnx_exporter == "dynamo")
+    data = onnx_data_path(args.output)
+    where = f", weights in {data}" if onnx and data.is_file() else ""
     print(f"{args.output}: {args.format}, {model.describe()}; input float32 RGB NCHW [0,1], "
-          f"any HxW")
+          f"any HxW{where}")
     return 0

@@ -13,7 +13,11 @@ def register(sub) -> None:
         "transcode", help="preprocess a video and encode it with a stock encoder",
         description="Decode IN, run the preprocessing model on every frame (pts, size, "
                     "colorspace and range kept), encode with a stock encoder (libx265 by "
-                    "default) and copy the audio and subtitle streams unchanged.",
+                    "default) and copy the audio and subtitle streams unchanged (with "
+                    "their language, title and default/forced flags) and, into .mkv, "
+                    "the attachments (fonts). The output container must carry every "
+                    "copied codec: .mkv takes SubRip and ASS subtitles, .mp4 only "
+                    "mov_text.",
         epilog="example: gencodec transcode in.mp4 out.mp4 --preprocess MODEL_DIR "
                "-c:v libx265 --crf 28 --x265-params aq-mode=3")
     p.add_argument("input", help="input video")
@@ -33,17 +37,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gencodec.filters.cli_options import runner_from_args
-    from gencodec.filters.pyav import PreprocessFilter, transcode
+    from gencodec.filters.cli_options import require_model, runner_from_args
+    from gencodec.filters.pyav import PreprocessFilter, check_transcode, transcode
     from gencodec.imageio import check_output
 
-    check_output(args.output, args.force)  # fail before the (slow) model load
+    encoder = {"codec": args.vcodec, "crf": args.crf, "preset": args.preset,
+               "x265_params": args.x265_params, "pix_fmt": args.pix_fmt}
+    # fail before the (slow) model load: no model given, output exists, bad input, a
+    # container that cannot carry the video or a stream to copy
+    require_model(args)
+    check_output(args.output, args.force)
+    check_transcode(args.input, args.output, **encoder)
     runner = runner_from_args(args)
     print(f"model: {runner.describe()}", file=sys.stderr)
-    counts = transcode(args.input, args.output, PreprocessFilter(runner), codec=args.vcodec,
-                       crf=args.crf, preset=args.preset, x265_params=args.x265_params,
-                       pix_fmt=args.pix_fmt, force=args.force,
-                       progress=not args.no_progress)
+    counts = transcode(args.input, args.output, PreprocessFilter(runner), **encoder,
+                       force=args.force, progress=not args.no_progress)
     print(f"{args.output}: {counts['frames']} frames ({args.vcodec}), "
           f"{counts['copied_packets']} audio/subtitle packets copied")
+    if counts["dropped_attachments"]:
+        print(f"note: {counts['dropped_attachments']} attachment(s) (fonts, cover art) not "
+              "copied: only .mkv stores them", file=sys.stderr)
     return 0

@@ -7,25 +7,29 @@ Build and test machines have no network, so nothing here downloads. Two steps:
    ``$TORCH_HOME/hub/checkpoints``, ``$TORCH_HOME/hub/pyiqa``, ``$TORCH_HOME``
    (``TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch`` or ``~/.cache/torch``, as
    torch.hub does).
-2. :func:`load_metric` builds the network from those files. LPIPS and DISTS are
-   written here in plain PyTorch (their backbones are torchvision's AlexNet / VGG16
-   ``features`` with the same layer indices, so torchvision checkpoints load as they
-   are), so they need no torchvision. TOPIQ-fr needs the ``pyiqa`` package for its
-   architecture.
+2. :func:`load_metric` builds the network from those files. All three are written in
+   plain PyTorch, so they need neither torchvision nor timm nor pyiqa: LPIPS and DISTS
+   use torchvision's AlexNet / VGG16 ``features`` with the same layer indices (their
+   torchvision checkpoints load as they are); TOPIQ-fr is :mod:`gencodec.eval.topiq`,
+   whose names match pyiqa's checkpoint, loaded strictly as pyiqa does.
 
 When a step fails the metric is reported as ``unavailable (<reason>)``: ``no local
-weights`` with the missing file names, or the missing package. Nothing is substituted.
+weights`` with the missing file names, or ``local weights unusable`` with the loading
+error. Nothing is substituted.
 
-References: LPIPS v0.1, Zhang et al., CVPR 2018 (``lpips`` package); DISTS, Ding et al.,
-TPAMI 2020 (``DISTS_pytorch``); TOPIQ, Chen et al., TIP 2024 (``pyiqa``). The plain
-PyTorch networks follow those packages line by line; with no weights reachable here
-their outputs are not checked against published values in this repository's tests.
+References: LPIPS v0.1, Zhang et al., CVPR 2018 (``lpips`` 0.1.4); DISTS, Ding et al.,
+TPAMI 2020 (``DISTS_pytorch`` 0.1); TOPIQ, Chen et al., TIP 2024 (pyiqa 0.1.16
+``topiq_fr``). What is verified: tests/eval/test_learned.py checks that these networks
+reproduce the outputs of those upstream implementations (run once, outside the tests,
+by tests/eval/data/make_learned_golden.py) to 1e-9 relative in float64, on
+pseudo-random weights with the upstream files' names, keys and shapes, on two image
+sizes. What is not: the published weights are not reachable here, so the scores with
+the real weights are not compared with published values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from pathlib import Path
 
@@ -33,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from gencodec.eval.topiq import TopiqFR
 
 #: metric -> role -> accepted file names (the first found wins).
 WEIGHT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -107,12 +113,7 @@ def load_metric(metric: str, weights_dir=None):
         elif metric == "dists":
             net = DISTS(res.found["backbone"], res.found["alpha_beta"])
         else:
-            if importlib.util.find_spec("pyiqa") is None:
-                return None, "pyiqa not installed", "TOPIQ's architecture comes from pyiqa"
-            import pyiqa
-
-            net = pyiqa.create_metric("topiq_fr", as_loss=False, device="cpu",
-                                      pretrained_model_path=str(res.found["model"]))
+            net = TopiqFR.from_checkpoint(res.found["model"])
     except Exception as exc:  # a corrupt or mismatched file: say so, do not guess
         return None, "local weights unusable", f"{type(exc).__name__}: {exc}"
     return _numpy_metric(net), "", ""
@@ -122,7 +123,8 @@ def _numpy_metric(net):
     from gencodec.eval.metrics import to_tensor
 
     def fn(reference: np.ndarray, distorted: np.ndarray) -> float:
-        return float(net(to_tensor(distorted), to_tensor(reference)))
+        with torch.inference_mode():
+            return float(net(to_tensor(distorted), to_tensor(reference)))
 
     return fn
 
@@ -226,8 +228,8 @@ class DISTS(nn.Module):
         self.register_buffer("beta", state["beta"].float().reshape(1, -1, 1, 1))
 
     def _features(self, x):
+        out = [x]  # the image itself, in [0, 1] (not normalised), as upstream
         x = (x - self.mean) / self.std
-        out = [x]
         for stage in self.stages:
             x = stage(x)
             out.append(x)

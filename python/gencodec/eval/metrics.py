@@ -17,7 +17,7 @@ vsi            higher  visual saliency-induced index, piq
 lpips-alex     lower   LPIPS v0.1, AlexNet (needs local weights, :mod:`.learned`)
 lpips-vgg      lower   LPIPS v0.1, VGG16 (needs local weights)
 dists          lower   DISTS (needs local weights)
-topiq-fr       higher  TOPIQ full-reference, KADID (needs local weights + pyiqa)
+topiq-fr       higher  TOPIQ full-reference, KADID (needs local weights)
 =============  ======  =======================================================
 
 The weight-free metrics always run. The learned ones run only when their weights are
@@ -161,7 +161,7 @@ def unavailable(reason: str) -> str:
 class MetricSuite:
     """The metrics of a run: ``suite(reference, distorted) -> {name: value}``.
 
-    Learned metrics whose weights (or architecture code) are missing land in
+    Learned metrics whose weights are missing or unusable land in
     :attr:`unavailable` (name -> the column text, e.g. ``"unavailable (no local
     weights)"``) and are left out of the values; they are never replaced."""
 
