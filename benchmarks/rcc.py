@@ -9,6 +9,7 @@ Figure of merit: candidate-dimensions scored per second (2^k * d / seconds per c
 
 On a machine with a CUDA device the native GPU coder is timed as well (milliseconds
 per chunk; the paper reports under 3 ms for a 16-bit chunk on an A40).
+benchmarks/rcc_ceiling.cpp breaks one thread of the AVX-512 kernel down by stage.
 """
 
 from __future__ import annotations

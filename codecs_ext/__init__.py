@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from gencodec.codecs_ext.avif import AvifCodec
 from gencodec.codecs_ext.base import (BppResult, Codec, QualityRange, bits_per_pixel,
-                                      find_quality_for_bpp)
+                                      check_target_bpp, find_quality_for_bpp)
 from gencodec.codecs_ext.bpg import BpgCodec
 from gencodec.codecs_ext.diffc import DiffcCodec
 from gencodec.codecs_ext.heif import HeifCodec
@@ -49,4 +49,4 @@ def get_codec(name: str, **options) -> Codec:
 
 
 __all__ = ["CODECS", "IMAGE_CODECS", "BppResult", "Codec", "QualityRange", "bits_per_pixel",
-           "find_quality_for_bpp", "get_codec"]
+           "check_target_bpp", "find_quality_for_bpp", "get_codec"]

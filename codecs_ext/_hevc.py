@@ -13,7 +13,7 @@ from typing import Iterable
 import av
 import numpy as np
 
-from gencodec.errors import BitstreamError, GencodecError
+from gencodec.errors import BitstreamError, GencodecError, InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +29,22 @@ LIMITED_RANGE_709 = ColourModel("ITU709", "MPEG")
 
 #: The libx265 bundled in PyAV's wheels (PyAV 18.1: x265 API build 216) overruns a
 #: heap buffer in its lookahead (``Lookahead::cuTree``, found with valgrind) on small
-#: pictures: any side of 8, or 40-48 wide and at most 48 high. The process then aborts ("corrupted size vs.
-#: prev_size") or, worse, carries on with a damaged heap. Pictures at least 64x64 have
+#: pictures: any side of 8, or 40-48 wide and at most 48 high. The process then aborts
+#: ("corrupted size vs. prev_size") or, worse, carries on with a damaged heap. Pictures at least 64x64 have
 #: shown no invalid access, so the codecs pad to that (edge replication, cropped away
 #: on decode; the rate cost only touches images smaller than 64x64).
 MIN_SAFE_SIZE = 64
+
+#: x265's speed presets, fastest first.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow", "placebo")
+
+
+def check_preset(preset, what: str) -> str:
+    """An x265 preset name, or InputError (before any work, not at the first encode)."""
+    if preset not in PRESETS:
+        raise InputError(f"{what} preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return preset
 
 
 def encode_frames(frames: Iterable[np.ndarray], width: int, height: int, *,

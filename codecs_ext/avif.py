@@ -15,6 +15,9 @@ class AvifCodec(PillowCodec):
     name = "avif"
     pil_format = "AVIF"
     quality = QualityRange("quality", 0, 100, 60, higher_is_better=True)
+    # libavif writes larger pictures, but its decoder refuses sides above 32768 by
+    # default (AVIF_DEFAULT_IMAGE_DIMENSION_LIMIT): the stream would not decode.
+    max_coded_side = 32768
 
     def __init__(self, speed: int = 6, subsampling: str = "420"):
         self.speed = int_option(speed, 0, 10, "avif speed")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 
 import numpy as np
 
 from gencodec import container, imageio
-from gencodec.errors import BitstreamError, InputError
+from gencodec.errors import BitstreamError, GencodecError, InputError
 from gencodec.imageio import as_rgb_uint8
 
 
@@ -38,6 +39,9 @@ class QualityRange:
     step: float = 1.0
 
     def check(self, q: float) -> float:
+        """Validate a setting and return it as the codec uses it (an int for integer
+        steps): out of range or between steps is an :class:`InputError`, never a
+        silent rounding (``quality=75.7`` would be coded as 75 and reported as 75.7)."""
         try:
             fq = float(q)
         except (TypeError, ValueError):
@@ -46,7 +50,13 @@ class QualityRange:
             better = "higher" if self.higher_is_better else "lower"
             raise InputError(f"{self.name} {fq:g} is outside {self.lo:g}..{self.hi:g} "
                              f"({better} is better quality)")
-        return q
+        steps = (fq - self.lo) / self.step
+        if abs(steps - round(steps)) > 1e-9:
+            raise InputError(f"{self.name} {fq:g} is not a valid setting: use {self.lo:g}, "
+                             f"{self.lo + self.step:g}, ... {self.hi:g} (steps of {self.step:g})")
+        if float(self.step).is_integer() and float(self.lo).is_integer():
+            return int(round(fq))
+        return fq
 
     def describe(self) -> str:
         better = "higher" if self.higher_is_better else "lower"
@@ -67,6 +77,10 @@ class Codec(abc.ABC):
     fingerprint: bytes = container.ZERO_FINGERPRINT
     #: Progressive codecs decode a prefix of a stream: ``decode(data, max_bytes=N)``.
     progressive: bool = False
+    #: The largest side the format codes (and its decoder reads back), if limited.
+    max_coded_side: int | None = None
+    #: Whether :meth:`payload` is a file other tools open (``encode --raw`` needs it).
+    payload_is_standard: bool = True
 
     # -- what subclasses provide -------------------------------------------------
     @abc.abstractmethod
@@ -87,11 +101,25 @@ class Codec(abc.ABC):
 
     # -- the public interface ---------------------------------------------------
     def encode(self, image: np.ndarray, quality: float | None = None) -> bytes:
-        """Encode an HxWx3 uint8 RGB image at ``quality`` into a container stream."""
+        """Encode an HxWx3 uint8 RGB image at ``quality`` into a container stream.
+
+        Raises :class:`InputError` for bad images, settings and sizes the format
+        cannot hold, and :class:`GencodecError` when the encoder itself fails."""
         image = self._prepare(image)
         q = self.quality.check(self.quality.default if quality is None else quality)
         h, w = image.shape[-3:-1]
-        payload = self._encode_payload(self._pad(image), q)
+        side = self.max_coded_side
+        if side is not None and max(self.padded_size(w, h)) > side:
+            raise InputError(f"{self.name}: a {w}x{h} image is too large for this format "
+                             f"(at most {side} pixels a side)")
+        try:
+            payload = self._encode_payload(self._pad(image), q)
+        except GencodecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - libraries raise all sorts on odd input
+            why = str(exc) or type(exc).__name__
+            raise GencodecError(f"{self.name}: the encoder failed on a {w}x{h} image "
+                                f"({self.quality.name}={q}): {why}") from exc
         return container.pack(self.name, w, h, payload, self.fingerprint)
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -114,8 +142,8 @@ class Codec(abc.ABC):
         return np.ascontiguousarray(out[..., :h, :w, :])
 
     def payload(self, data: bytes) -> bytes:
-        """The codec's own bitstream inside a container (for stock codecs, a file any
-        standard decoder reads)."""
+        """The codec's own bitstream inside a container (a file any standard decoder
+        reads where :attr:`payload_is_standard`)."""
         return container.unpack(data, codec=self.name, fingerprint=self.fingerprint).payload
 
     # -- helpers -------------------------------------------------------------------
@@ -167,26 +195,44 @@ def pixels_of(image: np.ndarray) -> int:
 
 
 def bits_per_pixel(data: bytes, image: np.ndarray) -> float:
-    """Rate of a whole stream (container header included) in bits per pixel."""
+    """Rate of ``data`` in bits per pixel of ``image``: of a whole stream (container
+    header included) when ``data`` is one, of the bare file for a payload."""
     return len(data) * 8.0 / pixels_of(image)
 
 
 @dataclasses.dataclass(frozen=True)
 class BppResult:
+    """What :func:`find_quality_for_bpp` found: the setting, the rate it gives (whole
+    stream, or bare payload with ``header=False``), the container stream, and whether
+    the target lay between the rates of the lowest and the highest setting (False: the
+    codec cannot get there on this image, and the nearest end of the range is given)."""
+
     quality: float
     bpp: float
     data: bytes
+    reachable: bool = True
 
 
-def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float) -> BppResult:
+def check_target_bpp(target_bpp: float) -> float:
+    """A target rate must be a positive, finite number of bits per pixel."""
+    if not (target_bpp > 0 and math.isfinite(target_bpp)):
+        raise InputError(f"target bpp must be a positive number, got {target_bpp}")
+    return target_bpp
+
+
+def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float, *,
+                         header: bool = True) -> BppResult:
     """Bisect the codec's quality range for the rate closest to ``target_bpp``.
 
-    Rate is assumed to rise monotonically with quality. The result reports the bpp
-    actually reached (within one quality step of the best the codec can do)."""
-    if not target_bpp > 0:
-        raise InputError(f"target bpp must be positive, got {target_bpp}")
+    The rate counts the whole stream, its 64-byte container header included; with
+    ``header=False`` only the payload (the bare file ``Codec.payload`` and
+    ``gencodec encode --raw`` give). Rate is assumed to rise monotonically with
+    quality. The result reports the bpp actually reached (within one quality step of
+    the best the codec can do) and whether the target was within reach."""
+    check_target_bpp(target_bpp)
     qr = codec.quality
     n = int(round((qr.hi - qr.lo) / qr.step))
+    overhead = 0 if header else container.HEADER_SIZE
 
     def q_at(i: int) -> float:  # i = 0 is the lowest quality, n the highest
         v = qr.lo + i * qr.step if qr.higher_is_better else qr.hi - i * qr.step
@@ -197,10 +243,11 @@ def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float) -> 
     def at(i: int) -> BppResult:
         if i not in cache:
             data = codec.encode(image, q_at(i))
-            cache[i] = BppResult(q_at(i), bits_per_pixel(data, image), data)
+            cache[i] = BppResult(q_at(i), (len(data) - overhead) * 8.0 / pixels_of(image), data)
         return cache[i]
 
     lo, hi = 0, n
+    reachable = at(lo).bpp <= target_bpp <= at(hi).bpp
     if at(lo).bpp < target_bpp < at(hi).bpp:
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -208,4 +255,5 @@ def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float) -> 
                 lo = mid
             else:
                 hi = mid
-    return min(cache.values(), key=lambda r: abs(r.bpp - target_bpp))
+    best = min(cache.values(), key=lambda r: abs(r.bpp - target_bpp))
+    return dataclasses.replace(best, reachable=reachable)

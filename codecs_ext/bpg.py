@@ -53,12 +53,14 @@ class BpgCodec(Codec):
     def __init__(self, chroma: str = "420", use_bpgenc: bool | None = None,
                  preset: str = "medium"):
         self.chroma = chroma_format(chroma, tuple(_CHROMA), "bpg chroma")
-        self.preset = preset
+        self.preset = _hevc.check_preset(preset, "bpg")
         use_bpgenc = _as_bool(use_bpgenc, "bpg use_bpgenc")
         found = shutil.which("bpgenc") is not None and shutil.which("bpgdec") is not None
         if use_bpgenc and not found:
             raise GencodecError("bpgenc/bpgdec are not on PATH")
         self.use_bpgenc = found if use_bpgenc is None else use_bpgenc
+        # the fallback payload (tag + raw HEVC) is gencodec's own, not a .bpg file
+        self.payload_is_standard = self.use_bpgenc
         if not self.use_bpgenc:  # x265 misbehaves on small pictures (see _hevc)
             self.min_coded_size = _hevc.MIN_SAFE_SIZE
 

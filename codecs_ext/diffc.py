@@ -17,17 +17,23 @@ default the model's own ``diffc_profile.json`` or an uncalibrated schedule), ``r
 (``ddim`` = DiffC-F, ``ancestral`` = DiffC-A, ``x0`` = one-step prediction; decoder
 side only), ``device``, ``seed`` (the shared-randomness key written in the stream) and
 ``refiner`` (SDXL: a refiner folder or hub id used for t <= 200; part of the fingerprint).
+
+Sizes: images are edge-padded to the model's block size and up to its least side (so
+1x1 works), and refused above its largest side; a decoder refuses a header claiming a
+size the encoder would refuse before allocating anything. Encoding and decoding show
+a progress bar (one tick per coding step) when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import numbers
 from pathlib import Path
 
 import numpy as np
 
 from gencodec import container
-from gencodec.codecs_ext.base import Codec, QualityRange
+from gencodec.codecs_ext.base import Codec, QualityRange, int_option
 from gencodec.errors import BitstreamError, InputError
 
 
@@ -36,17 +42,25 @@ DEFAULT_T = 100
 
 
 def resolve_profile(model: str, backbone, profile: str | Path | None):
-    """The profile file given, else the model's own, else an uncalibrated default."""
+    """The profile file given, else the model's own, else an uncalibrated default; and
+    where it came from (for messages)."""
     from gencodec.diffc.profile import PROFILE_FILE, Profile, default_profile
     from gencodec.models import MODELS, model_path
 
     if profile is not None:
-        return Profile.load(profile)
+        return Profile.load(profile), f"profile {profile}"
     # a hub id's own profile is in the snapshot the backbone was loaded from
     folder = model_path(model) if model in MODELS else Path(getattr(backbone, "folder", model))
     if (folder / PROFILE_FILE).is_file():
-        return Profile.load(folder / PROFILE_FILE)
-    return default_profile(backbone.num_timesteps)
+        return Profile.load(folder / PROFILE_FILE), f"the model's own {PROFILE_FILE}"
+    return default_profile(backbone.num_timesteps), "the uncalibrated default profile"
+
+
+def _bar(total: int, desc: str):
+    """A progress bar on stderr, shown only when it is a terminal (tqdm's disable=None)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=None, leave=False)
 
 
 class DiffcCodec(Codec):
@@ -54,6 +68,8 @@ class DiffcCodec(Codec):
 
     name = "diffc"
     progressive = True
+    #: the payload is only meaningful inside the container (size, model fingerprint)
+    payload_is_standard = False
 
     def __init__(self, model: str | None = None, profile: str | None = None,
                  recon: str | None = None, device: str = "cpu", seed: int = 0,
@@ -65,14 +81,16 @@ class DiffcCodec(Codec):
         model = model or DEFAULT_MODEL
         if recon is not None and recon not in RECON_METHODS:
             raise InputError(f"diffc recon must be one of {RECON_METHODS}, got {recon!r}")
-        if not 0 <= int(seed) < 1 << 32:
-            raise InputError(f"diffc seed must be in 0..2^32-1, got {seed}")
+        seed = int_option(seed, 0, (1 << 32) - 1, "diffc seed")
         options = {"refiner": refiner} if refiner else {}
         self.backbone = load_backbone(model, device=device, **options)
-        self.coder = DiffC(self.backbone, resolve_profile(model, self.backbone, profile))
+        prof, self.profile_source = resolve_profile(model, self.backbone, profile)
+        self.coder = DiffC(self.backbone, prof)
         self.profile = self.coder.profile
         self.fingerprint = self.coder.fingerprint
-        self.pad_multiple = self.backbone.pad_multiple
+        self.pad_multiple = m = self.backbone.pad_multiple
+        # images smaller than the model's least side are edge-padded up to it
+        self.min_coded_size = -(-self.backbone.min_side // m) * m
         self.recon, self.seed = recon, int(seed)
         self._longest: tuple[bytes, int, bytes] | None = None
         ts = self.profile.timesteps
@@ -92,8 +110,21 @@ class DiffcCodec(Codec):
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         image = super()._prepare(image)
-        self.backbone.check_size(*image.shape[:2])
+        h, w = image.shape[:2]
+        if self._coded_size_error(w, h):
+            raise InputError(f"diffc: image {w}x{h} is outside the sizes {self.backbone.name} "
+                             f"codes (at most {self.backbone.max_side} pixels per side); "
+                             "resize or crop it first")
         return image
+
+    def _coded_size_error(self, width: int, height: int) -> bool:
+        """Whether the padded size of a ``width`` x ``height`` image is outside the
+        model's range (smaller images are padded up to the least side)."""
+        try:
+            self.backbone.check_size(*self.padded_size(width, height)[::-1])
+        except InputError:
+            return True
+        return False
 
     def _encode_payload(self, image: np.ndarray, quality: float) -> bytes:
         """Encode ``quality`` steps. The stream of q steps is the first q segments of any
@@ -107,7 +138,8 @@ class DiffcCodec(Codec):
                 and self._longest[1] >= steps:
             return bitstream.cut_payload(self._longest[2], steps)
         x0 = self.backbone.encode_image(image)
-        payload = self.coder.encode_latent(x0, steps, seed=self.seed).payload
+        with _bar(steps, "DiffC encode") as bar:
+            payload = self.coder.encode_latent(x0, steps, seed=self.seed, progress=bar).payload
         self._longest = (key, steps, payload)
         return payload
 
@@ -115,13 +147,29 @@ class DiffcCodec(Codec):
                         prefix: bool = False) -> np.ndarray:
         from gencodec.diffc import bitstream
 
-        m = self.pad_multiple
-        ph, pw = -(-height // m) * m, -(-width // m) * m
+        pw, ph = self.padded_size(width, height)
         shape = self.backbone.latent_shape(ph, pw)
         parsed = bitstream.read_payload(payload, prefix=prefix)
-        x_t, t = self.coder.replay(parsed, shape)
+        if not parsed.segments and not prefix:
+            raise BitstreamError("the stream holds no coding step (an encoder writes at "
+                                 "least one)")
+        with _bar(len(parsed.segments), "DiffC decode") as bar:
+            x_t, t = self.coder.replay(parsed, shape, progress=bar)
         x0 = self.coder.reconstruct(x_t, t, shape, self.recon, seed=parsed.seed)
         return self.backbone.decode_latent(x0)
+
+    def _check_stream_size(self, width: int, height: int) -> None:
+        """A header (CRC-valid, so forged or from another build) claiming a size the
+        encoder refuses is an error before anything is allocated."""
+        from gencodec.imageio import MAX_PIXELS
+
+        if width * height > MAX_PIXELS:
+            raise BitstreamError(f"{self.name}: stream claims {width}x{height} pixels, above "
+                                 f"the limit of {MAX_PIXELS} (GENCODEC_MAX_PIXELS)")
+        if self._coded_size_error(width, height):
+            raise BitstreamError(f"{self.name}: stream claims a {width}x{height} image, larger "
+                                 f"than {self.backbone.name} codes ({self.backbone.max_side} "
+                                 "pixels per side at most)")
 
     def decode(self, data: bytes, max_bytes: int | None = None) -> np.ndarray:
         """Decode a stream, or with ``max_bytes`` only the steps complete in its first
@@ -129,13 +177,24 @@ class DiffcCodec(Codec):
         short stream is an error (:class:`BitstreamError`), never decoded silently."""
         prefix = max_bytes is not None
         if prefix:
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral):
+                raise InputError(f"max_bytes must be an integer, got {max_bytes!r}")
             if max_bytes < container.HEADER_SIZE + 2:
                 raise BitstreamError(f"max_bytes {max_bytes} is less than the stream "
                                      f"header ({container.HEADER_SIZE + 2} bytes)")
             data = data[:max_bytes]
+        head = container.read_header(data)
+        if head.codec == self.name and head.fingerprint != self.fingerprint:
+            raise BitstreamError(
+                f"{self.name}: model fingerprint mismatch: the stream was encoded with another "
+                f"model or coding profile than this decoder's ({self.backbone.name} with "
+                f"{self.profile_source}); decode with the --model and -O profile=... it was "
+                f"encoded with (stream {head.fingerprint.hex()[:16]}..., decoder "
+                f"{self.fingerprint.hex()[:16]}...)")
         stream = container.unpack(data, codec=self.name, fingerprint=self.fingerprint,
                                   allow_prefix=prefix)
         h, w = stream.header.height, stream.header.width
+        self._check_stream_size(w, h)
         try:
             out = self._decode_payload(stream.payload, w, h, prefix=stream.truncated)
         except (BitstreamError, InputError) as exc:

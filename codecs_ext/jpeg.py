@@ -15,6 +15,7 @@ class JpegCodec(PillowCodec):
     name = "jpeg"
     pil_format = "JPEG"
     quality = QualityRange("quality", 1, 100, 75, higher_is_better=True)
+    max_coded_side = 65500  # libjpeg's JPEG_MAX_DIMENSION
 
     def __init__(self, subsampling: str = "420"):
         self.subsampling = chroma_format(subsampling, tuple(_SUBSAMPLING), "jpeg subsampling")

@@ -12,6 +12,7 @@ class WebpCodec(PillowCodec):
     name = "webp"
     pil_format = "WEBP"
     quality = QualityRange("quality", 0, 100, 75, higher_is_better=True)
+    max_coded_side = 16383  # the VP8 / WebP container limit
 
     def __init__(self, method: int = 6):
         self.method = int_option(method, 0, 6, "webp method")

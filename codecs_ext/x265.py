@@ -32,7 +32,8 @@ class X265Codec(Codec):
             raise InputError(f"x265 mode must be 'crf' or 'qp', got {mode!r}")
         if gop not in ("normal", "intra"):
             raise InputError(f"x265 gop must be 'normal' or 'intra', got {gop!r}")
-        self.mode, self.gop, self.preset = mode, gop, preset
+        self.mode, self.gop = mode, gop
+        self.preset = _hevc.check_preset(preset, "x265")
         self.extra_params = dict(x265_params or {})
         if mode == "qp":
             self.quality = QualityRange("qp", 0, 51, 28, higher_is_better=False)
@@ -62,10 +63,15 @@ class X265Codec(Codec):
                                    colour=_hevc.LIMITED_RANGE_709, preset=self.preset)
         return struct.pack(">I", t) + hevc
 
-    def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
+    @staticmethod
+    def frame_count(payload: bytes) -> int:
+        """The number of frames a payload says it holds (its first four bytes)."""
         if len(payload) < 4:
             raise BitstreamError("x265: payload too short")
-        (count,) = struct.unpack(">I", payload[:4])
+        return struct.unpack(">I", payload[:4])[0]
+
+    def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        count = self.frame_count(payload)
         frames = _hevc.decode_frames(payload[4:], _hevc.LIMITED_RANGE_709)
         if len(frames) != count:
             raise BitstreamError(f"x265: decoded {len(frames)} frames, expected {count}")

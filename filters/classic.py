@@ -38,6 +38,10 @@ CLASSIC_FILTERS: dict[str, dict[str, object]] = {
 
 DEFAULT_PIX_FMT = "yuv444p"
 _TIME_BASE = Fraction(1, 25)
+#: Frames narrower or lower than this are edge-padded to it for the filter and cropped
+#: back: FFmpeg's gblur corrupts the heap on frames one pixel wide (PyAV's FFmpeg,
+#: found with 1x1 to 3x1 images), and a filter's border handling needs some frame.
+MIN_SIDE = 16
 
 
 def classic_available(name: str) -> tuple[bool, str]:
@@ -111,9 +115,11 @@ class ClassicFilter:
         h, w = seq[0].shape[:2]
         if any(f.shape != seq[0].shape for f in seq):
             raise InputError(f"{self.name}: all frames must have the same size")
-        graph = self._graph(w, h)
+        pad = ((0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w)), (0, 0))
+        graph = self._graph(w + pad[1][1], h + pad[0][1])
         out: list[np.ndarray] = []
         for i, f in enumerate(seq):
+            f = np.pad(f, pad, mode="edge") if pad[0][1] or pad[1][1] else f
             vf = av.VideoFrame.from_ndarray(f, format="rgb24")
             vf.pts, vf.time_base = i, _TIME_BASE
             graph.push(vf)
@@ -122,7 +128,7 @@ class ClassicFilter:
         out += _drain(graph)
         if len(out) != len(seq):
             raise RuntimeError(f"{self.name}: {len(seq)} frames in, {len(out)} out")
-        return out
+        return [np.ascontiguousarray(o[:h, :w]) for o in out]
 
 
 def _drain(graph) -> list[np.ndarray]:

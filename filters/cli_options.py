@@ -27,7 +27,9 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
                    help="tile side in pixels; bounds memory (default: 512)")
     g.add_argument("--overlap", type=int, default=None,
                    help="tile overlap in pixels (default: 4x the receptive field, or 128)")
-    g.add_argument("--batch", type=int, default=4, help="tiles per model call (default: 4)")
+    g.add_argument("--batch", type=int, default=4,
+                   help="tiles per model call; video frames are also filtered this many at "
+                        "a time (default: 4)")
 
 
 def require_model(args) -> str:

@@ -84,6 +84,26 @@ NO_MODEL_MESSAGE = ("no preprocessing model given: the trained embedded default 
                     "prompt_embeds.safetensors) or a hub id")
 
 
+def check_spec(spec: str | os.PathLike | None) -> str:
+    """The local directory or hub id a model spec names (a registry id is replaced by
+    its path), without loading or downloading anything; InputError where it can name
+    nothing, so that commands refuse a typo before any work."""
+    if spec is None or str(spec) == "":
+        raise InputError(NO_MODEL_MESSAGE)
+    from gencodec.models import MODELS
+
+    spec = str(spec)
+    if spec in MODELS:
+        spec = str(MODELS[spec]["path"])
+    path = Path(spec).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{spec}: is a file, not a model directory")
+    if not path.is_dir() and (spec.count("/") != 1 or spec.startswith((".", "/", "~"))):
+        raise InputError(f"model {spec!r}: no such directory, registry id or hub id "
+                         f"(registry: {', '.join(MODELS) or 'empty'})")
+    return spec
+
+
 def load_frame_model(spec: str | os.PathLike | None, **kw) -> FrameModel:
     """Load a frame model from a local directory, a registry id or a hub id.
 
@@ -93,21 +113,10 @@ def load_frame_model(spec: str | os.PathLike | None, **kw) -> FrameModel:
     * an id in :data:`gencodec.models.MODELS`: that entry's ``path``.
 
     Keyword arguments go to the architecture's ``from_pretrained``."""
-    if spec is None or str(spec) == "":
-        raise InputError(NO_MODEL_MESSAGE)
-    from gencodec.models import MODELS
-
-    spec = str(spec)
-    if spec in MODELS:
-        spec = str(MODELS[spec]["path"])
+    spec = check_spec(spec)
     archs = _architectures()
     path = Path(spec).expanduser()
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{spec}: is a file, not a model directory")
     if not path.is_dir():
-        if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-            raise InputError(f"model {spec!r}: no such directory, registry id or hub id "
-                             f"(registry: {', '.join(MODELS) or 'empty'})")
         from gencodec.filters.onestep import resolve
 
         path = resolve(spec)  # the hub snapshot (or the cache when offline)

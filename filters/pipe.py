@@ -6,9 +6,10 @@ For FFmpeg pipelines::
       | gencodec pipe --size 1280x720 --model DIR \\
       | ffmpeg -f rawvideo -pix_fmt rgb24 -s 1280x720 -r 25 -i - -c:v libx265 out.mp4
 
-Frames are packed, without headers: ``rgb24`` is H*W*3 bytes, ``yuv420p`` (even sizes)
-is H*W*3/2 bytes (Y, then U and V at half resolution; BT.601 limited range, FFmpeg's
-default for untagged rawvideo). Reads are exact (short reads from a pipe are
+Frames are packed, without headers: ``rgb24`` is H*W*3 bytes, ``yuv420p`` is the Y
+plane (H*W bytes), then U and V at half resolution, rounded up for odd sizes as in
+FFmpeg's rawvideo (each ceil(H/2)*ceil(W/2) bytes); BT.601 limited range, FFmpeg's
+default for untagged rawvideo. Reads are exact (short reads from a pipe are
 continued); input that ends inside a frame is an error that says how many bytes were
 missing. A reader that closes the output early ends the run cleanly.
 """
@@ -22,6 +23,8 @@ import av
 import numpy as np
 
 from gencodec.errors import GencodecError, InputError
+from gencodec.filters.pyav import SWS_FLAGS
+from gencodec.imageio import check_pixels
 
 PIX_FMTS = ("rgb24", "yuv420p")
 
@@ -45,30 +48,42 @@ class RawFormat:
             raise InputError(f"--size {self.width}x{self.height}: must be positive")
         if self.pix_fmt not in PIX_FMTS:
             raise InputError(f"--pix-fmt {self.pix_fmt}: use {' or '.join(PIX_FMTS)}")
-        if self.pix_fmt == "yuv420p" and (self.width % 2 or self.height % 2):
-            raise InputError(f"yuv420p needs an even size, got {self.width}x{self.height}")
+        check_pixels(self.width, self.height, f"--size {self.width}x{self.height}")
+
+    def _planes(self) -> list[tuple[int, int]]:
+        """(height, width) of each packed plane."""
+        w, h = self.width, self.height
+        if self.pix_fmt == "rgb24":
+            return [(h, w * 3)]
+        return [(h, w)] + [((h + 1) // 2, (w + 1) // 2)] * 2
 
     @property
     def frame_bytes(self) -> int:
-        n = self.width * self.height
-        return n * 3 if self.pix_fmt == "rgb24" else n * 3 // 2
+        return sum(h * w for h, w in self._planes())
 
     def to_rgb(self, buf: bytes | bytearray) -> np.ndarray:
-        w, h = self.width, self.height
         a = np.frombuffer(buf, dtype=np.uint8)
         if self.pix_fmt == "rgb24":
-            return a.reshape(h, w, 3)
-        frame = av.VideoFrame.from_ndarray(a.reshape(h * 3 // 2, w), format="yuv420p")
+            return a.reshape(self.height, self.width, 3)
+        frame = av.VideoFrame(self.width, self.height, self.pix_fmt)
+        start = 0
+        for plane, (h, w) in zip(frame.planes, self._planes()):
+            # a frame's planes have padded rows (line_size >= width)
+            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            rows[:h, :w] = a[start:start + h * w].reshape(h, w)
+            start += h * w
         return frame.reformat(format="rgb24", src_colorspace="ITU601",
-                              src_color_range="MPEG").to_ndarray()
+                              src_color_range="MPEG", interpolation=SWS_FLAGS).to_ndarray()
 
     def from_rgb(self, rgb: np.ndarray) -> bytes:
         if self.pix_fmt == "rgb24":
             return np.ascontiguousarray(rgb).tobytes()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        yuv = frame.reformat(format="yuv420p", dst_colorspace="ITU601",
-                             dst_color_range="MPEG")
-        return yuv.to_ndarray().tobytes()
+        yuv = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU601",
+                             dst_color_range="MPEG", interpolation=SWS_FLAGS)
+        return b"".join(np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                        [:h, :w].tobytes() for plane, (h, w) in zip(yuv.planes,
+                                                                    self._planes()))
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -53,9 +53,15 @@ def _listing(folder: Path) -> list[str]:
 def test_codecs_lists_every_codec_and_its_back_end(capsys):
     rc, out, err = run(capsys, "codecs")
     assert rc == 0 and err == ""
-    lines = out.splitlines()
+    table, options, native = out.split("\n\n")
+    lines = table.splitlines()
     assert lines[0].split()[:3] == ["codec", "quality", "back"]
-    rows = {ln.split()[0]: ln for ln in lines[1:] if ln and not ln.startswith("native")}
+    rows = {ln.split()[0]: ln for ln in lines[1:]}
+    # the options each codec takes, with their defaults, so -O is discoverable
+    opts = {ln.split()[0]: ln for ln in options.splitlines()[1:]}
+    assert opts["jpeg"].split()[1:] == ["subsampling=420"]
+    assert "preset=medium" in opts["bpg"] and "chroma=420" in opts["bpg"]
+    assert "speed=6" in opts["avif"] and "method=6" in opts["webp"]
     for name in STOCK:
         assert name in rows, out
         assert "UNAVAILABLE" not in rows[name], rows[name]
@@ -64,7 +70,7 @@ def test_codecs_lists_every_codec_and_its_back_end(capsys):
     assert "qp 0..51, lower = better" in rows["bpg"]
     assert "quality 1..100, higher = better" in rows["jpeg"]
     assert "Pillow" in rows["jpeg"] and "pillow-heif" in rows["heif"]
-    assert "native core:" in out
+    assert native.startswith("native core:")
 
 
 @pytest.mark.parametrize("codec", ["jpeg", "webp", "bpg", "heif", "avif"])
@@ -368,3 +374,274 @@ def test_console_script_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback (most recent call last)" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("gencodec: error: ")
     assert not out_path.exists()
+
+
+# -- farm review: inputs, outputs, honesty of the figures ---------------------------------
+
+def test_output_equal_to_input_never_damages_it(capsys, tmp_path, photo_png):
+    before = photo_png.read_bytes()
+    (tmp_path / "alias.png").symlink_to(photo_png)
+    for out_path in (photo_png, tmp_path / "alias.png"):
+        for extra in ([], ["--force"]):
+            rc, _, err = run(capsys, "encode", photo_png, "-o", out_path, "-c", "jpeg", *extra)
+            assert_one_line_error(rc, err, "is also the input")
+    assert photo_png.read_bytes() == before
+    stream = tmp_path / "s.gnc"
+    assert run(capsys, "encode", photo_png, "-o", stream, "-c", "jpeg")[0] == 0
+    data = stream.read_bytes()
+    rc, _, err = run(capsys, "decode", stream, "-o", stream, "--force")
+    assert_one_line_error(rc, err, "is also the input")
+    assert stream.read_bytes() == data
+
+
+def test_raw_bpp_target_and_report_count_the_file_written(capsys, tmp_path, photo_png):
+    """With --raw the file is 64 bytes shorter than the stream: the search aims at the
+    file's rate and the line printed reports it (it used to report the stream's)."""
+    out_path = tmp_path / "b.jpg"
+    rc, out, err = run(capsys, "encode", photo_png, "-o", out_path, "-c", "jpeg", "--raw",
+                       "--bpp", "1.0")
+    assert rc == 0, err
+    size = out_path.stat().st_size
+    bpp = size * 8 / (161 * 120)
+    assert f"{size} bytes, {bpp:.4f} bpp" in out
+    assert abs(bpp - 1.0) < 0.05, bpp
+    with Image.open(out_path) as im:
+        assert im.format == "JPEG"
+
+
+@pytest.mark.parametrize("target, where", [("0.001", "nearest is"), ("500", "nearest is")])
+def test_unreachable_bpp_target_is_reported(capsys, tmp_path, photo_png, target, where):
+    out_path = tmp_path / "b.gnc"
+    rc, out, err = run(capsys, "encode", photo_png, "-o", out_path, "-c", "webp", "--bpp", target)
+    assert rc == 0
+    assert err.startswith(f"gencodec: note: {target} bpp is out of webp's reach") and where in err
+    quality = "quality=0" if target == "0.001" else "quality=100"
+    assert quality in err and quality in out
+    assert f"{out_path.stat().st_size * 8 / (161 * 120):.4f} bpp" in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["-q", "75.5"], "quality 75.5 is not a valid setting"),
+    (["--bpp", "inf"], "positive number"),
+    (["-O", "preset=bogus", "-c", "bpg"], "preset must be one of"),
+])
+def test_more_bad_encode_settings(capsys, tmp_path, photo_png, argv, match):
+    argv = argv if "-c" in argv else ["-c", "jpeg", *argv]
+    rc, _, err = run(capsys, "encode", photo_png, "-o", tmp_path / "o.gnc", *argv)
+    assert_one_line_error(rc, err, match)
+    assert _listing(tmp_path) == ["photo.png"]
+
+
+def test_container_named_like_an_image_gets_a_note(capsys, tmp_path, photo_png):
+    rc, out, err = run(capsys, "encode", photo_png, "-o", tmp_path / "x.jpg", "-c", "jpeg")
+    assert rc == 0 and "x.jpg holds a gencodec stream" in err and "--raw" in err
+    rc, out, err = run(capsys, "encode", photo_png, "-o", tmp_path / "y.jpg", "-c", "jpeg", "--raw")
+    assert rc == 0 and err == ""
+    rc, _, err = run(capsys, "decode", tmp_path / "y.jpg", "-o", tmp_path / "y.png")
+    assert_one_line_error(rc, err, "y.jpg: not a gencodec stream (wrong magic; it looks like "
+                                   "a plain JPEG file)")
+
+
+def test_special_inputs_are_named(capsys, tmp_path):
+    fifo = tmp_path / "pipe.gnc"
+    os.mkfifo(fifo)
+    for argv in (["encode", fifo, "-o", tmp_path / "o.gnc", "-c", "jpeg"],
+                 ["decode", fifo, "-o", tmp_path / "o.png"], ["info", fifo]):
+        rc, _, err = run(capsys, *argv)  # "empty file" / "no such file" before
+        assert_one_line_error(rc, err, "pipe.gnc: not a regular file")
+    for argv in (["encode", tmp_path, "-o", tmp_path / "o.gnc", "-c", "jpeg"],
+                 ["decode", tmp_path, "-o", tmp_path / "o.png"], ["info", tmp_path]):
+        rc, _, err = run(capsys, *argv)
+        assert_one_line_error(rc, err, "is a directory")
+
+
+def test_encode_animation_and_oversized_image_are_one_line_errors(capsys, tmp_path):
+    frames = [Image.new("RGB", (10, 10), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    rc, _, err = run(capsys, "encode", tmp_path / "a.gif", "-o", tmp_path / "a.gnc", "-c", "jpeg")
+    assert_one_line_error(rc, err, "a.gif: animated GIF (2 frames)")
+    Image.new("RGB", (16400, 1)).save(tmp_path / "wide.png")
+    rc, _, err = run(capsys, "encode", tmp_path / "wide.png", "-o", tmp_path / "w.gnc",
+                     "-c", "webp")  # a ValueError traceback before
+    assert_one_line_error(rc, err, "webp: a 16400x1 image is too large")
+    assert _listing(tmp_path) == ["a.gif", "wide.png"]
+
+
+def test_decode_and_info_errors_name_the_file(capsys, tmp_path, photo_png):
+    good = tmp_path / "good.gnc"
+    assert run(capsys, "encode", photo_png, "-o", good, "-c", "webp")[0] == 0
+    (tmp_path / "cut.gnc").write_bytes(good.read_bytes()[:-5])
+    for argv in (["decode", tmp_path / "cut.gnc", "-o", tmp_path / "o.png"],
+                 ["info", tmp_path / "cut.gnc"]):
+        rc, _, err = run(capsys, *argv)
+        assert_one_line_error(rc, err, f"{tmp_path / 'cut.gnc'}: truncated payload")
+
+
+def test_info_rates_match_encode_and_count_video_frames(capsys, tmp_path, photo_png):
+    from gencodec.codecs_ext import get_codec
+
+    s = tmp_path / "s.gnc"
+    rc, out, _ = run(capsys, "encode", photo_png, "-o", s, "-c", "jpeg")
+    encode_bpp = out.split(", ")[-1].split()[0]
+    rc, out, _ = run(capsys, "info", s)
+    assert rc == 0
+    size = s.stat().st_size
+    assert f"stream:        {size} bytes ({encode_bpp} bpp)" in out
+    assert f"payload:       {size - 64} bytes" in out
+    clip = np.zeros((5, 64, 64, 3), np.uint8)
+    v = tmp_path / "v.gnc"
+    v.write_bytes(get_codec("x265", preset="ultrafast").encode(clip, 30))
+    rc, out, _ = run(capsys, "info", v)
+    assert rc == 0 and "frames:        5" in out
+    vsize = v.stat().st_size
+    assert f"stream:        {vsize} bytes ({vsize * 8 / (5 * 64 * 64):.4f} bpp)" in out
+
+
+def test_debug_works_after_the_command_name(capsys, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    for argv in (["--debug", "encode", bad, "-o", tmp_path / "o", "-c", "jpeg"],
+                 ["encode", bad, "-o", tmp_path / "o", "-c", "jpeg", "--debug"]):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 2 and "Traceback (most recent call last)" in err
+    rc, _, err = run(capsys, "encode", bad, "-o", tmp_path / "o", "-c", "jpeg")
+    assert_one_line_error(rc, err, "bad.png")
+
+
+def test_sigterm_during_the_write_leaves_no_partial_file(capsys, tmp_path, photo_png,
+                                                         monkeypatch):
+    """A batch scheduler stops the job (SIGTERM) while the output is being written: the
+    temporary file is removed, exit code 143."""
+    import signal
+
+    real_write_bytes = Path.write_bytes
+
+    def half_then_terminated(self, data):
+        real_write_bytes(self, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+        raise AssertionError("SIGTERM did not interrupt the write")
+
+    class NotHandledByMain(Exception):
+        pass
+
+    def fallback(signum, frame):  # without main's handler: fail the test, not pytest
+        raise NotHandledByMain
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_terminated)
+    previous = signal.signal(signal.SIGTERM, fallback)
+    try:
+        rc, _, err = run(capsys, "encode", photo_png, "-o", tmp_path / "o.gnc", "-c", "jpeg")
+        assert signal.getsignal(signal.SIGTERM) is fallback  # restored for the caller
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 143 and err.strip() == "gencodec: terminated"
+    assert _listing(tmp_path) == ["photo.png"]
+
+
+def test_out_of_memory_is_one_line(capsys, tmp_path, photo_png, monkeypatch):
+    from gencodec.cli import encode
+
+    def no_memory(path):
+        raise MemoryError
+
+    monkeypatch.setattr(encode, "load_image", no_memory)
+    rc, _, err = run(capsys, "encode", photo_png, "-o", tmp_path / "o.gnc", "-c", "jpeg")
+    assert_one_line_error(rc, err, "out of memory")
+
+
+def test_non_utf8_file_name_and_closed_pipe(tmp_path, photo_png):
+    """A file name that is not UTF-8 under a strict UTF-8 stdout used to crash after
+    writing (UnicodeEncodeError traceback); ``gencodec info s | head -1`` used to end
+    with 'Broken pipe' and exit code 2."""
+    name = os.fsdecode(b"caf\xe9.gnc")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(_command() + ["encode", str(photo_png), "-o", name, "-c", "jpeg"],
+                          capture_output=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.startswith(b"caf\xe9.gnc: jpeg quality=75")
+    assert (tmp_path / name).is_file()
+    child = subprocess.Popen(_command() + ["info", name], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    child.stdout.close()  # the reader is gone before the first line is written
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 141 and err == b"", err
+
+
+def test_library_warnings_are_one_line(capsys, tmp_path):
+    """Pillow's "Corrupt EXIF data" warning came out as two lines pointing into
+    site-packages; the command prints it as one ``gencodec: warning:`` line."""
+    import warnings
+
+    a = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera"
+    p = tmp_path / "badexif.jpg"
+    Image.fromarray(a).save(p, exif=exif.tobytes())
+    data = bytearray(p.read_bytes())
+    i = data.find(b"Exif\x00\x00")
+    data[i + 10:i + 30] = b"\xff" * 20  # damage the first IFD
+    p.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        previous = warnings.showwarning
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        try:
+            rc, out, err = run(capsys, "encode", p, "-o", tmp_path / "o.gnc", "-c", "jpeg")
+        finally:
+            warnings.showwarning = previous
+    assert rc == 0 and "o.gnc: jpeg" in out
+    assert err.startswith("gencodec: warning: Corrupt EXIF data"), err
+    assert all(line.startswith("gencodec: warning: ") for line in err.splitlines()), err
+    assert "site-packages" not in err and "warnings.warn" not in err
+
+
+@pytest.mark.skipif(shutil.which("bpgenc") is not None, reason="bpgenc writes real .bpg files")
+def test_raw_bpg_fallback_is_refused(capsys, tmp_path, photo_png):
+    """Without bpgenc, --raw wrote the fallback's tagged HEVC blob under a name like
+    x.bpg, a file no other tool opens."""
+    rc, _, err = run(capsys, "encode", photo_png, "-o", tmp_path / "x.bpg", "-c", "bpg", "--raw")
+    assert_one_line_error(rc, err, "--raw: bpg streams here are not a file other tools open")
+    assert _listing(tmp_path) == ["photo.png"]
+    assert run(capsys, "encode", photo_png, "-o", tmp_path / "x.gnc", "-c", "bpg")[0] == 0
+
+
+def test_stream_to_stdout_is_not_mixed_with_the_summary(tmp_path, photo_png):
+    """``-o /dev/stdout | next-tool``: the summary line went to stdout after the
+    stream, corrupting it; /dev/stdout (a FIFO here) is written into, not replaced."""
+    proc = subprocess.run(_command() + ["encode", str(photo_png), "-o", "/dev/stdout", "-c",
+                                        "jpeg", "--raw"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from io import BytesIO
+
+    with Image.open(BytesIO(proc.stdout)) as im:
+        assert im.format == "JPEG" and im.size == (161, 120)
+    assert proc.stdout.endswith(b"\xff\xd9")  # nothing after the JPEG's end marker
+    assert proc.stderr.decode().startswith("/dev/stdout: jpeg quality=75 161x120")
+
+
+def test_disk_full_while_decoding_leaves_no_partial_image(capsys, tmp_path, photo_png,
+                                                          monkeypatch):
+    s = tmp_path / "s.gnc"
+    assert run(capsys, "encode", photo_png, "-o", s, "-c", "webp")[0] == 0
+    real_save = Image.Image.save
+
+    def half_then_full(self, fp, format=None, **params):
+        real_save(self, fp, format=format, **params)
+        with open(fp, "r+b") as f:
+            f.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_then_full)
+    rc, _, err = run(capsys, "decode", s, "-o", tmp_path / "d.png")
+    assert_one_line_error(rc, err, "No space left on device")
+    assert _listing(tmp_path) == ["photo.png", "s.gnc"]
+
+
+def test_demo_out_must_be_a_folder(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    rc, _, err = run(capsys, "demo", "--out", tmp_path / "file")
+    assert_one_line_error(rc, err, "exists and is not a folder")

@@ -154,6 +154,10 @@ def test_encode_accepts_other_array_types(image_codec, tiny_image, psnr):
     gray = tiny_image[:, :, 0]
     out = image_codec.decode(image_codec.encode(gray))
     assert out.shape == (16, 16, 3)
+    # a PIL image, including a palette one (converted by mode, not coded as indices)
+    assert image_codec.encode(Image.fromarray(tiny_image)) == image_codec.encode(tiny_image)
+    pal = Image.fromarray(tiny_image).quantize(16)
+    assert image_codec.encode(pal) == image_codec.encode(np.asarray(pal.convert("RGB")))
 
 
 @pytest.mark.parametrize("h, w", [(17, 33), (33, 17), (1, 1), (3, 2), (9, 7)])
@@ -526,3 +530,72 @@ def test_small_video_encodes_do_not_crash_the_process():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+# -- adversarial settings and sizes (farm review) -----------------------------------------
+
+def test_quality_between_steps_is_refused_not_truncated(tiny_image):
+    """``-q 75.7`` used to be coded as 75 and reported as 75.7."""
+    jpeg = get_codec("jpeg")
+    with pytest.raises(InputError, match="quality 75.7 is not a valid setting"):
+        jpeg.encode(tiny_image, 75.7)
+    q = jpeg.quality.check(75.0)
+    assert q == 75 and isinstance(q, int)
+    assert isinstance(get_codec("bpg").quality.check(np.int64(30)), int)
+    assert jpeg.encode(tiny_image, 75.0) == jpeg.encode(tiny_image, 75)
+    half = QualityRange("q", 0, 1, 0.5, step=0.25)
+    assert half.check(0.75) == 0.75
+    with pytest.raises(InputError, match="steps of 0.25"):
+        half.check(0.3)
+
+
+@pytest.mark.parametrize("name, side", [("webp", 16383), ("jpeg", 65500), ("avif", 32768)])
+def test_sizes_beyond_the_format_are_input_errors(name, side):
+    """WebP raised a bare ValueError past 16383; AVIF wrote a stream past 32768 that
+    its own decoder refuses. Both are refused before encoding, with the limit named."""
+    codec = get_codec(name)
+    wide = np.zeros((1, side + 1, 3), np.uint8)
+    with pytest.raises(InputError, match=f"{side + 1}x1 image is too large .*at most {side}"):
+        codec.encode(wide)
+    with pytest.raises(InputError, match="too large"):
+        codec.encode(np.ascontiguousarray(wide.transpose(1, 0, 2)))
+
+
+def test_encoder_failures_are_gencodec_errors_naming_codec_and_size():
+    codec = get_codec("webp")
+    codec.max_coded_side = None  # let libwebp itself refuse the picture
+    with pytest.raises(GencodecError, match=r"webp: the encoder failed on a 16400x2 image "
+                                            r"\(quality=75\): .*16383"):
+        codec.encode(np.zeros((2, 16400, 3), np.uint8))
+
+
+@pytest.mark.parametrize("name", ["bpg", "x265"])
+def test_unknown_x265_preset_is_refused_up_front(name):
+    with pytest.raises(InputError, match="preset must be one of ultrafast"):
+        get_codec(name, preset="bogus")
+    assert get_codec(name, preset="veryslow").preset == "veryslow"
+
+
+def test_find_quality_for_bpp_counts_header_or_payload_and_says_when_out_of_reach(
+        astronaut_crop):
+    jpeg = get_codec("jpeg")
+    pixels = astronaut_crop.shape[0] * astronaut_crop.shape[1]
+    whole = find_quality_for_bpp(jpeg, astronaut_crop, 1.0)
+    bare = find_quality_for_bpp(jpeg, astronaut_crop, 1.0, header=False)
+    assert whole.reachable and bare.reachable
+    assert whole.bpp == len(whole.data) * 8 / pixels
+    assert bare.bpp == len(jpeg.payload(bare.data)) * 8 / pixels
+    assert abs(bare.bpp - 1.0) <= abs((len(bare.data) * 8 / pixels) - 1.0)
+    assert bare.quality >= whole.quality  # the 64 header bytes go to the picture
+    low, high = (find_quality_for_bpp(jpeg, astronaut_crop, t) for t in (1e-3, 1e3))
+    assert (low.quality, low.reachable, high.quality, high.reachable) == (1, False, 100, False)
+    for bad in (float("inf"), float("-inf")):
+        with pytest.raises(InputError, match="positive number"):
+            find_quality_for_bpp(jpeg, astronaut_crop, bad)
+
+
+def test_payload_is_standard_says_whether_other_tools_open_it():
+    assert all(get_codec(n).payload_is_standard for n in ("jpeg", "webp", "heif", "avif"))
+    assert get_codec("bpg", use_bpgenc=False).payload_is_standard is False
+    if HAVE_BPGENC:
+        assert get_codec("bpg", use_bpgenc=True).payload_is_standard is True

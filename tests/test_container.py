@@ -95,6 +95,25 @@ def test_wrong_magic():
         container.read_header(b"\x89PNG\r\n\x1a\n" + bytes(100))
 
 
+@pytest.mark.parametrize("fmt, kind", [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"),
+                                       ("GIF", "GIF"), ("AVIF", "AVIF"), ("HEIF", "HEIF")])
+def test_wrong_magic_names_a_plain_image_file(fmt, kind):
+    """``gencodec decode photo.jpg`` on an ``encode --raw`` output (or any plain image)
+    says what the file is instead of only "wrong magic"."""
+    import io
+
+    from PIL import Image
+
+    import gencodec.imageio  # noqa: F401 - registers the HEIF plug-in
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, format=fmt)
+    with pytest.raises(BitstreamError, match=f"wrong magic; it looks like a plain {kind} file"):
+        container.read_header(buf.getvalue())
+    with pytest.raises(BitstreamError, match=r"wrong magic\)$"):
+        container.read_header(b"not an image at all, not a stream either" + bytes(40))
+
+
 def test_unknown_version():
     s = bytearray(_stream())
     s[4] = 2

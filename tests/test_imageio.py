@@ -215,7 +215,7 @@ def test_pixel_limit(tmp_path, monkeypatch):
 
 
 def test_default_pixel_limit_is_documented():
-    assert imageio.MAX_PIXELS == int(os.environ.get("GENCODEC_MAX_PIXELS", 1 << 28))
+    assert imageio.MAX_PIXELS == imageio.max_pixels_from_environment()
     assert "MAX_PIXELS" in imageio.__doc__ and "white" in imageio.__doc__
 
 
@@ -333,3 +333,247 @@ def test_save_image_round_trip_and_errors(tmp_path, tiny_image):
     with pytest.raises(InputError, match="cannot write"):
         save_image(tmp_path / "a.unknownext", tiny_image)
     assert sorted(os.listdir(tmp_path)) == ["a.png", "a.webp"]
+
+
+# -- adversarial inputs and outputs (farm review) -----------------------------------------
+
+@pytest.mark.parametrize("fmt, ext", [("GIF", "gif"), ("WEBP", "webp"), ("PNG", "png")])
+def test_animations_are_refused_not_cut_to_one_frame(tmp_path, fmt, ext):
+    frames = [Image.new("RGB", (12, 8), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    p = tmp_path / f"anim.{ext}"
+    frames[0].save(p, format=fmt, save_all=True, append_images=frames[1:])
+    with Image.open(p) as check:
+        assert check.is_animated and check.n_frames == 3
+    with pytest.raises(InputError, match=f"anim.{ext}: animated {fmt} \\(3 frames\\)"):
+        load_image(p)
+    # one frame saved the same way is a still image
+    still = tmp_path / f"still.{ext}"
+    frames[0].save(still, format=fmt, save_all=True)
+    assert load_image(still).shape == (8, 12, 3)
+
+
+def test_fifo_and_device_inputs_are_named_for_what_they_are(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for bad in (fifo, "/dev/null"):
+        with pytest.raises(InputError, match="not a regular file"):
+            load_image(bad)  # must neither hang nor say "empty file"
+        with pytest.raises(InputError, match="not a regular file"):
+            imageio.check_input(bad)
+    with pytest.raises(InputError, match="is a directory"):
+        imageio.check_input(tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        imageio.check_input(tmp_path / "missing.gnc")
+
+
+def test_unreadable_input_says_permission_denied(tmp_path, monkeypatch, tiny_image):
+    p = tmp_path / "secret.png"
+    Image.fromarray(tiny_image).save(p)
+    # root reads any file, so deny through access() (what check_input asks) ...
+    real_access = os.access
+    monkeypatch.setattr(imageio.os, "access",
+                        lambda path, mode, **kw: False if str(path) == str(p)
+                        else real_access(path, mode, **kw))
+    with pytest.raises(InputError, match="secret.png: cannot read: permission denied"):
+        load_image(p)
+    monkeypatch.undo()
+
+    # ... and through open() (a file that became unreadable in between)
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(imageio.Image, "open", denied)
+    with pytest.raises(InputError, match="secret.png: cannot read: permission denied"):
+        load_image(p)
+
+
+def test_output_is_never_an_input_even_with_force(tmp_path, tiny_image):
+    src = tmp_path / "in.png"
+    Image.fromarray(tiny_image).save(src)
+    before = src.read_bytes()
+    (tmp_path / "link.png").symlink_to(src)
+    os.link(src, tmp_path / "hard.png")
+    for dest in (src, tmp_path / "link.png", tmp_path / "hard.png", tmp_path / "." / "in.png"):
+        for force in (False, True):
+            with pytest.raises(InputError, match="is also the input"):
+                imageio.check_output(dest, force, inputs=[src])
+    assert src.read_bytes() == before
+    imageio.check_output(tmp_path / "new.png", inputs=[src, tmp_path / "missing.png"])
+
+
+def test_device_and_fifo_outputs_are_written_into_not_replaced(tmp_path):
+    import threading
+
+    devnull_before = os.stat("/dev/null")
+    write_bytes_atomic("/dev/null", b"x" * 1000)  # no --force needed: nothing is replaced
+    write_bytes_atomic("/dev/null", b"x", force=True)
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == devnull_before.st_rdev
+    assert not [n for n in os.listdir("/dev") if n.startswith(".null.")]
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_bytes_atomic(fifo, b"stream bytes")
+    reader.join(timeout=10)
+    assert got == [b"stream bytes"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert os.listdir(tmp_path) == ["out.fifo"]
+
+
+def test_symlinked_output_is_written_through(tmp_path):
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    target = real_dir / "out.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "out.bin"
+    link.symlink_to(target)
+    with pytest.raises(OutputExistsError):
+        write_bytes_atomic(link, b"new")
+    write_bytes_atomic(link, b"new", force=True)
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert os.listdir(real_dir) == ["out.bin"]
+
+
+def test_unwritable_output_folder_fails_early_and_names_the_output(tmp_path, monkeypatch):
+    dest = tmp_path / "out.gnc"
+    real_access = os.access
+    monkeypatch.setattr(imageio.os, "access",
+                        lambda path, mode, **kw: False if str(path) == str(tmp_path)
+                        else real_access(path, mode, **kw))
+    with pytest.raises(InputError, match="out.gnc: cannot write in folder"):
+        imageio.check_output(dest)
+    monkeypatch.undo()
+
+    # a folder that refuses the temporary file (read-only mount, full inode table...):
+    # the error names the output, not the hidden temporary name
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(imageio.tempfile, "mkstemp", refuse)
+    with pytest.raises(InputError, match=r"out.gnc: cannot create a file in .*Read-only"):
+        write_bytes_atomic(dest, b"data")
+    assert os.listdir(tmp_path) == []
+
+
+def _matrix_profile(name: str, colorants, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC display profile (D50 colorants, one gamma)."""
+    import struct
+
+    def s15(v):
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    text = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curv = b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(gamma * 256))) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*colorants[0])),
+            (b"gXYZ", xyz(*colorants[1])), (b"bXYZ", xyz(*colorants[2])), (b"rTRC", curv),
+            (b"gTRC", curv), (b"bTRC", curv), (b"cprt", b"text" + bytes(4) + b"none" + bytes(4))]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", 128 + len(table) + len(body)) + bytes(4) + bytes([2, 0x10, 0, 0])
+              + b"mntrRGB XYZ " + bytes(12) + b"acsp" + bytes(28)
+              + s15(0.9642) + s15(1.0) + s15(0.8249))
+    return header + bytes(128 - len(header)) + table + body
+
+
+#: Adobe RGB (1998) primaries, adapted to D50: a wider gamut than sRGB.
+ADOBE_RGB_D50 = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def test_wide_gamut_icc_profile_is_converted_to_srgb(tmp_path):
+    """A photo tagged Adobe RGB (or Display P3) used to be read as if it were sRGB:
+    washed-out colours in every output. Now it is converted as a browser would."""
+    from PIL import ImageCms
+
+    wide = _matrix_profile("Adobe-like RGB (test)", ADOBE_RGB_D50)
+    a = np.zeros((4, 6, 3), np.uint8)
+    a[:] = (60, 160, 60)
+    a[:, 3:] = (128, 128, 128)  # neutral grey stays neutral
+    p = _save(tmp_path, "wide.png", Image.fromarray(a), icc_profile=wide)
+    out = load_image(p).astype(int)
+    green, grey = out[0, 0], out[0, 4]
+    assert green[1] - green[0] > 130 and green[1] - green[2] > 80, green  # more saturated
+    assert abs(grey[0] - grey[1]) <= 1 and abs(grey[1] - grey[2]) <= 1, grey
+    # RGBA keeps its alpha through the conversion (then composited on white)
+    rgba = np.dstack([a, np.full((4, 6), 255, np.uint8)])
+    rgba[0, 1, 3] = 0
+    out = load_image(_save(tmp_path, "wide_rgba.png", Image.fromarray(rgba), icc_profile=wide))
+    np.testing.assert_array_equal(out[0, 1], [255, 255, 255])
+    np.testing.assert_array_equal(out[0, 0], green)
+    # sRGB-tagged, untagged and broken-profile images keep their values exactly
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, kw in (("srgb.png", {"icc_profile": srgb}), ("plain.png", {}),
+                     ("broken.png", {"icc_profile": b"not a profile" * 20})):
+        back = load_image(_save(tmp_path, name, Image.fromarray(a), **kw))
+        np.testing.assert_array_equal(back, a)
+
+
+def test_long_output_names_fit_the_temporary_name(tmp_path, tiny_image):
+    """A 250-byte output name is legal, but ".NAME.xxxx.partSUFFIX" was not (ENAMETOOLONG):
+    every long name failed. Non-ASCII names count in bytes."""
+    for stem in ("a" * 246, "é" * 120):
+        dest = tmp_path / f"{stem}.png"
+        assert len(os.fsencode(dest.name)) <= 255
+        save_image(dest, tiny_image)
+        np.testing.assert_array_equal(load_image(dest), tiny_image)
+        dest.unlink()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_gencodec_stream_given_as_an_image_is_named(tmp_path, tiny_image):
+    from gencodec.codecs_ext import get_codec
+
+    p = tmp_path / "photo.gnc"
+    p.write_bytes(get_codec("jpeg").encode(tiny_image))
+    with pytest.raises(InputError, match="photo.gnc: is a gencodec stream, not an image"):
+        load_image(p)
+
+
+def test_pixel_limit_from_the_environment(monkeypatch):
+    """GENCODEC_MAX_PIXELS=1e9 used to crash every command at import (int("1e9"))."""
+    for raw, expect in (("1e9", 10**9), ("268_435_456", 1 << 28), (" 5000 ", 5000)):
+        monkeypatch.setenv("GENCODEC_MAX_PIXELS", raw)
+        assert imageio.max_pixels_from_environment() == expect
+    monkeypatch.delenv("GENCODEC_MAX_PIXELS")
+    assert imageio.max_pixels_from_environment() == imageio.DEFAULT_MAX_PIXELS == 1 << 28
+    for bad in ("abc", "-5", "0", "2.5", "inf", "nan"):
+        monkeypatch.setenv("GENCODEC_MAX_PIXELS", bad)
+        with pytest.warns(UserWarning, match="not a positive whole number"):
+            assert imageio.max_pixels_from_environment() == imageio.DEFAULT_MAX_PIXELS
+
+
+def test_pil_images_are_converted_by_mode_not_read_as_raw_samples():
+    """``codec.encode(pil_image)`` (scripting with Pillow): a palette image used to be
+    coded as its indices in grey, a CMYK one with K read as alpha."""
+    p = Image.new("P", (4, 2), 1)
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    np.testing.assert_array_equal(as_rgb_uint8(p)[0, 0], [255, 0, 0])
+    cmyk = Image.new("CMYK", (4, 2), (0, 255, 255, 0))  # red
+    out = as_rgb_uint8(cmyk)
+    assert out.shape == (2, 4, 3) and out[0, 0, 0] > 200 and out[0, 0, 1:].max() < 60
+    ycc = Image.new("RGB", (4, 2), (0, 0, 255)).convert("YCbCr")
+    assert as_rgb_uint8(ycc)[0, 0, 2] > 240 and as_rgb_uint8(ycc)[0, 0, :2].max() < 15
+    la = Image.new("LA", (4, 2), (0, 0))  # fully transparent -> white
+    np.testing.assert_array_equal(as_rgb_uint8(la)[0, 0], [255, 255, 255])
+    rgb = Image.new("RGB", (4, 2), (1, 2, 3))
+    np.testing.assert_array_equal(as_rgb_uint8(rgb), np.asarray(rgb))
+
+
+def test_float_image_with_overshoot_is_not_read_as_0_255(tmp_path):
+    """A [0, 1] float image with ringing above 1 (1.02) used to be divided by 255: black."""
+    f = np.array([[0.0, 0.5, 1.0, 1.02]], np.float32)
+    out = load_image(_save(tmp_path, "f.tif", Image.fromarray(f, "F")))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255, 255])
+    g = np.array([[0.0, 100.0, 255.0]], np.float32)  # an 8-bit range float image
+    out = load_image(_save(tmp_path, "g.tif", Image.fromarray(g, "F")))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 100, 255])

@@ -56,6 +56,10 @@ bool use_cuda(const std::string& device) {
 
 py::array_t<float> normals(Key key, uint64_t start, int64_t count, bool cuda) {
   if (count < 0) throw std::invalid_argument("count must be >= 0, got " + std::to_string(count));
+  if (count > 0 && static_cast<uint64_t>(count) - 1 > UINT64_MAX - start) {
+    throw std::invalid_argument("normal counters start + count - 1 pass 2^64 - 1 (start " +
+                                std::to_string(start) + ", count " + std::to_string(count) + ")");
+  }
   py::array_t<float> out(count);
   float* p = out.mutable_data();
   {

@@ -53,6 +53,29 @@ _CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 MAX_DIMENSION = 1 << 20
 
 
+def _plain_file_kind(head: bytes) -> str | None:
+    """Name the format of a file that is not a gencodec stream, when it is one people
+    confuse with it (``encode --raw`` output, a stock codec's own file)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head.startswith(b"BPG\xfb"):
+        return "BPG"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc", b"heim", b"heis"):
+            return "HEIF"
+        return "MP4/ISO media"
+    if head.startswith(b"GIF8"):
+        return "GIF"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Header:
     """The decoded container header."""
@@ -100,7 +123,9 @@ def read_header(data: bytes) -> Header:
     if len(data) < 4 and MAGIC.startswith(bytes(data)):
         raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
     if bytes(data[:4]) != MAGIC:
-        raise BitstreamError("not a gencodec stream (wrong magic)")
+        kind = _plain_file_kind(bytes(data[:16]))
+        hint = f"; it looks like a plain {kind} file" if kind else ""
+        raise BitstreamError(f"not a gencodec stream (wrong magic{hint})")
     if len(data) < HEADER_SIZE:
         raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
     magic, version, flags, codec_id, fingerprint, width, height, length, _ = _HEADER.unpack(

@@ -6,32 +6,76 @@ Images are HxWx3 ``uint8`` RGB numpy arrays. :func:`load_image` turns any file P
 * alpha (RGBA, LA, P with transparency) is composited on **white**;
 * grayscale and palette images become RGB;
 * 16-bit grayscale and float images are scaled to 8 bits (rounded, not truncated);
+  float images are read as [0, 1] when no sample exceeds 2 (overshoot is clipped),
+  otherwise as [0, 255];
   16-bit RGB(A) files are reduced to 8 bits by Pillow itself (high byte);
 * the EXIF orientation is applied (an unreadable EXIF block is ignored);
+* colours tagged with an ICC profile other than sRGB (Display P3, Adobe RGB, a CMYK
+  press profile) are converted to sRGB, as browsers show them (relative colorimetric);
+  untagged images are taken as sRGB, and a broken profile is ignored;
+* animations (GIF, APNG, animated WebP and AVIF) are refused rather than cut to their
+  first frame; multi-picture files (MPO, multi-page TIFF, HEIF) give the primary image;
 * more than :data:`MAX_PIXELS` pixels (default 2**28 = 268 million,
   ``GENCODEC_MAX_PIXELS`` overrides) is refused before decoding;
-* empty, unreadable, corrupt and truncated files raise :class:`InputError` naming the
-  file (PNG files are also checked chunk by chunk, CRCs included, up to IEND).
+* empty, unreadable, corrupt and truncated files, folders, FIFOs and devices raise
+  :class:`InputError` naming the file (PNG files are also checked chunk by chunk, CRCs
+  included, up to IEND).
 
 Outputs are written atomically (:func:`atomic_output`): to a temporary file in the same
 folder, moved into place only when complete, never over an existing file without
-``force``; the new file gets the usual permissions (0666 less the umask).
+``force`` and never over one of the command's inputs; the new file gets the usual
+permissions (0666 less the umask). A symbolic link is written through (the file it
+names is replaced, the link stays); an existing character device or FIFO
+(``/dev/null``, a named pipe) is written straight into, not replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import math
 import os
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from gencodec.errors import InputError, OutputExistsError
 
-MAX_PIXELS = int(os.environ.get("GENCODEC_MAX_PIXELS", 1 << 28))
+#: Formats whose multi-frame files are animations (refused), as Pillow names them.
+ANIMATION_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")
+
+DEFAULT_MAX_PIXELS = 1 << 28
+
+#: Float images whose largest sample is at most this are read as [0, 1] (the overshoot
+#: that resampling and sharpening leave, 1.02 say, is clipped), larger ones as [0, 255].
+FLOAT_UNIT_RANGE_MAX = 2.0
+
+
+def max_pixels_from_environment() -> int:
+    """``GENCODEC_MAX_PIXELS`` as a pixel count ("1e9" and "268_435_456" are fine too);
+    unset gives :data:`DEFAULT_MAX_PIXELS`, and so does a value that is not a positive
+    whole number, with a warning (this runs at import: an exception here would break
+    every command, ``--help`` included)."""
+    raw = os.environ.get("GENCODEC_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = float(raw.replace("_", ""))
+    except ValueError:
+        value = float("nan")
+    if not (value >= 1 and math.isfinite(value) and value.is_integer()):
+        warnings.warn(f"GENCODEC_MAX_PIXELS={raw!r} is not a positive whole number; using "
+                      f"the default {DEFAULT_MAX_PIXELS}", stacklevel=2)
+        return DEFAULT_MAX_PIXELS
+    return int(value)
+
+
+MAX_PIXELS = max_pixels_from_environment()
 
 try:  # HEIF/HEIC input through pillow-heif
     import pillow_heif
@@ -54,7 +98,11 @@ def as_rgb_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     """Validate an array and return it as a C-contiguous HxWx3 uint8 RGB array.
 
     Accepts HxW (grayscale), HxWx1, HxWx3 and HxWx4 (composited on white); uint8,
-    uint16 (scaled) and float in [0, 1]."""
+    uint16 (scaled) and float in [0, 1]. A ``PIL.Image`` is converted by its mode as
+    :func:`load_image` does (palette, CMYK, YCbCr, LA, 16-bit, ICC profile), not read
+    as raw samples (palette indices as grey, CMYK's K as alpha)."""
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
     a = np.asarray(image)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -83,35 +131,74 @@ def as_rgb_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """Convert an RGB(A), CMYK or grayscale image tagged with a non-sRGB ICC profile to
+    sRGB (RGB, or RGBA keeping the alpha); anything else is returned as it is."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower():
+            return im  # already sRGB: spare the rounding of a needless transform
+        return ImageCms.profileToProfile(
+            im, source, ImageCms.createProfile("sRGB"),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode="RGBA" if im.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im  # a profile lcms cannot use (or one for another colour space)
+
+
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        if im.mode == "F":  # float images: [0, 1] or [0, 255]
-            peak = 1.0 if float(np.nanmax(a)) <= 1.0 else 255.0
+        if im.mode == "F":  # float images: [0, 1] (overshoot up to 2 clipped) or [0, 255]
+            peak = 1.0 if float(np.nanmax(a)) <= FLOAT_UNIT_RANGE_MAX else 255.0
         else:  # 16-bit (and 32-bit integer holding 16-bit) samples
             peak = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         return as_rgb_uint8(a / peak)
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if im.mode == "LA":
+        im = im.convert("RGBA")
+    im = _to_srgb(im)
+    if im.mode in ("RGBA", "PA", "RGBa", "La"):
         return as_rgb_uint8(np.asarray(im.convert("RGBA")))
     if im.mode != "RGB":
         im = im.convert("RGB")
     return as_rgb_uint8(np.asarray(im))
 
 
+def check_input(path: str | os.PathLike) -> Path:
+    """Raise :class:`InputError` unless ``path`` is a regular file this process can read
+    (not a folder, FIFO or device); return it as a Path."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{p}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{p}: not a regular file (a FIFO, socket or device); give a file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: cannot read: permission denied")
+    return p
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 RGB array (see the module rules)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, not an image")
+    p = check_input(path)
     if p.stat().st_size == 0:
         raise InputError(f"{p}: empty file")
     try:
         with Image.open(p) as im:
             check_pixels(im.width, im.height, str(p))
+            if im.format in ANIMATION_FORMATS and getattr(im, "is_animated", False):
+                raise InputError(f"{p}: animated {im.format} ({im.n_frames} frames); gencodec "
+                                 "codes still images: extract one frame first")
             if im.format == "PNG":
                 # Pillow decodes a PNG whose last bytes (zlib checksum, IEND) are cut
                 # off without complaint; verify() walks every chunk and its CRC.
@@ -126,12 +213,25 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except InputError:
         raise
     except Image.UnidentifiedImageError:
+        if _head(p, 4) == b"GNCD":  # the container's magic
+            raise InputError(f"{p}: is a gencodec stream, not an image ('gencodec decode' "
+                             "reads it)") from None
         raise InputError(f"{p}: not a recognised image file (or corrupt)") from None
     except MemoryError:
         raise InputError(f"{p}: not enough memory to decode this image") from None
+    except PermissionError:
+        raise InputError(f"{p}: cannot read: permission denied") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise all sorts on corrupt data
         why = str(exc) or type(exc).__name__
         raise InputError(f"{p}: cannot decode image (corrupt or truncated?): {why}") from None
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
 
 
 @contextlib.contextmanager
@@ -140,12 +240,25 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     The temporary name keeps the suffix, so libraries that pick a format by
-    extension still work."""
+    extension still work. An existing character device or FIFO is yielded itself
+    (there is nothing to replace, and renaming over ``/dev/null`` would destroy it)."""
     dest = Path(path)
     check_output(dest, force)
+    if _is_stream_device(dest):
+        yield dest
+        return
+    if dest.is_symlink() and dest.exists():
+        # write through the link (as cp does): the file it names gets the new content,
+        # the link stays (renaming over it would replace the link, e.g. /dev/stdout)
+        dest = Path(os.path.realpath(dest))
     parent = dest.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{dest.suffix}",
-                               dir=parent)
+    try:
+        # the name is cut so that it stays within NAME_MAX (255 bytes) for long outputs
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem[:40]}.",
+                                   suffix=f".part{dest.suffix[:16]}", dir=parent)
+    except OSError as exc:
+        raise InputError(f"{dest}: cannot create a file in {parent}: "
+                         f"{exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -161,17 +274,46 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
             tmp_path.unlink()
 
 
-def check_output(path: str | os.PathLike, force: bool = False) -> None:
-    """Raise unless ``path`` can be written: an existing file needs ``force``, a
-    directory never is, and the folder must exist. Commands call this before long work
-    so that they fail early; :func:`atomic_output` calls it again."""
+def check_output(path: str | os.PathLike, force: bool = False,
+                 inputs: tuple[str | os.PathLike, ...] | list = ()) -> None:
+    """Raise unless ``path`` can be written: never one of ``inputs`` (not even with
+    ``force``), an existing file needs ``force``, a directory or block device never
+    is, and the folder must exist and be writable. Commands call this before long
+    work so that they fail early; :func:`atomic_output` calls it again."""
     dest = Path(path)
+    for src in inputs:
+        if _same_file(src, dest):
+            raise InputError(f"{dest}: is also the input {src}; choose another output name "
+                             "(the input is never overwritten)")
     if dest.is_dir():
         raise InputError(f"{dest}: is a directory")
+    if _is_stream_device(dest):
+        return
+    if dest.exists() and not dest.is_file():
+        raise InputError(f"{dest}: exists and is not a regular file")
     if dest.exists() and not force:
         raise OutputExistsError(f"{dest}: exists (use --force to overwrite)")
     if not dest.parent.is_dir():
         raise InputError(f"{dest}: folder {dest.parent} does not exist")
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{dest}: cannot write in folder {dest.parent} (permission denied "
+                         "or read-only file system)")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
+
+
+def _is_stream_device(p: Path) -> bool:
+    """A character device or FIFO (``/dev/null``, ``/dev/stdout``, a named pipe)."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def _umask() -> int:

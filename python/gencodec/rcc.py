@@ -35,7 +35,10 @@ coefficients ``(sigma_q - sigma_p)/sigma_q``, ``(sigma_q + sigma_p)/sigma_q`` an
 scored in float32 terms summed in float64, and the sample ``mu_p + sigma_p * n`` is
 formed in float64 and rounded to float32. The CPU (OpenMP, AVX-512/AVX2/portable
 kernels) and CUDA coders perform the same operations in the same order, so they pick
-the same index; the decoder reproduces the encoder's sample bit for bit.
+the same index; the decoder reproduces the encoder's sample bit for bit. Inputs whose
+samples or candidate scores would overflow float32 (|values| above ~2e37, or q so
+much narrower than p that one dimension carries hundreds of bits) are refused with an
+:class:`~gencodec.errors.InputError` instead of coding garbage.
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ __all__ = [
 MIN_CHUNK_BITS = _native.RCC_MIN_CHUNK_BITS  # 1
 MAX_CHUNK_BITS = _native.RCC_MAX_CHUNK_BITS  # 24: 2^24 candidates, 128 MiB of arrival times
 DEFAULT_PADDING_BITS = 2.0
+#: Inputs are refused beyond this magnitude, so that a sample mu_p + sigma_p * n
+#: (|n| < 7, the largest Box-Muller radius of 32-bit uniforms) fits in float32.
+_MAX_VALUE = float(np.finfo(np.float32).max) / 16
+#: The largest |normal| the shared generator draws, sqrt(-2 log 2^-33) < 7.
+_MAX_NORMAL = 7.0
 _DEVICES = ("cpu", "cuda")
 
 
@@ -151,7 +159,10 @@ def _device(device: object) -> str:
 
 
 def _real_array(x: object, name: str) -> np.ndarray:
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name} is not an array of numbers: {exc}") from None
     if (
         not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer))
         or a.dtype == bool
@@ -164,6 +175,13 @@ def _real_array(x: object, name: str) -> np.ndarray:
         raise InputError(
             f"{name} has {int(bad.sum())} non-finite values (first at flat index {first}: "
             f"{a.ravel()[first]})"
+        )
+    big = np.abs(a) > _MAX_VALUE
+    if big.any():
+        first = int(np.flatnonzero(big.ravel())[0])
+        raise InputError(
+            f"{name} has values too large for float32 samples (first at flat index {first}: "
+            f"{a.ravel()[first]:g}; at most {_MAX_VALUE:.3g}); rescale the inputs"
         )
     return a
 
@@ -195,6 +213,25 @@ def _gaussians(mu_q, sigma_q, mu_p, sigma_p):
     return np.ascontiguousarray(mq).ravel(), sq, np.ascontiguousarray(mp).ravel(), sp, mq.shape
 
 
+def _check_scoring_range(mq, sq, mp, sp) -> None:
+    """Refuse q so far from p that a candidate's float32 score terms
+    ``((1 - a) n - b) ((1 + a) n + b)`` (four summed in float32) could overflow: every
+    candidate would then score alike and PFR would silently return index 0. Such a
+    dimension carries hundreds of bits, far beyond the 2^24 candidates of a chunk."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        a, b = sp / sq, np.abs(mp - mq) / sq
+        bound = 4.0 * (np.abs(1.0 - a) * _MAX_NORMAL + b) * ((1.0 + a) * _MAX_NORMAL + b)
+    bad = ~(bound <= float(np.finfo(np.float32).max))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"q is too far from p to score PFR candidates in float32 at flat index {i} "
+            f"(sigma_p/sigma_q = {a[i]:.3g}, |mu_p - mu_q|/sigma_q = {b[i]:.3g}): that "
+            "dimension alone carries far more bits than 2^24 candidates can send; check "
+            "sigma_q and the means"
+        )
+
+
 def _prior(mu_p, sigma_p):
     mp = _real_array(mu_p, "mu_p")
     if mp.size == 0:
@@ -206,9 +243,13 @@ def _prior(mu_p, sigma_p):
 
 
 def _kl_bits_per_dim(mq, sq, mp, sp) -> np.ndarray:
+    """KL(q || p) per dimension in bits: (r^2 - 1 - 2 log r + d^2) / (2 log 2) with
+    r = sigma_q / sigma_p and d = (mu_q - mu_p) / sigma_p."""
     x = (sq - sp) / sp  # sigma ratio minus one, without cancellation near 1
     d = (mq - mp) / sp
-    return (0.5 * (x * (2.0 + x) - 2.0 * np.log1p(x)) + 0.5 * d * d) / math.log(2.0)
+    # log r: log1p(x) near r = 1, the difference of logs where r itself would underflow
+    log_r = np.where(x > -0.5, np.log1p(np.maximum(x, -0.5)), np.log(sq) - np.log(sp))
+    return (0.5 * (x * (2.0 + x) - 2.0 * log_r) + 0.5 * d * d) / math.log(2.0)
 
 
 def gaussian_kl_bits(mu_q, sigma_q, mu_p, sigma_p) -> float:
@@ -223,7 +264,10 @@ def n_chunks_for(
 ) -> int:
     """Chunks for a step of ``kl_bits``: ``max(1, ceil(kl_bits / (chunk_bits - padding_bits)))``."""
     k = _chunk_bits(chunk_bits)
-    pad = float(padding_bits)
+    try:
+        pad = float(padding_bits)
+    except (TypeError, ValueError):
+        raise InputError(f"padding_bits must be a number, got {padding_bits!r}") from None
     if not (math.isfinite(pad) and 0.0 <= pad < k):
         raise InputError(f"padding_bits must be in [0, chunk_bits={k}), got {padding_bits}")
     if not (math.isfinite(kl_bits) and kl_bits >= 0.0):
@@ -246,6 +290,8 @@ def chunk_bounds(n_dims: int, n_chunks: int) -> np.ndarray:
 
 def permutation(n: int, seed: int, step: int) -> np.ndarray:
     """The seeded Fisher-Yates permutation of ``range(n)`` used to form chunks (int64)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise InputError(f"permutation size must be an integer >= 0, got {n!r}")
     return _native.rcc_permutation(int(n), _uint64(seed, "seed"), _uint64(step, "step"))
 
 
@@ -263,6 +309,8 @@ def philox_normals(
     """The shared standard normals at counters ``start ... start+count-1`` (float32)."""
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
         raise InputError(f"count must be an integer >= 0, got {count!r}")
+    if _uint64(start, "start") + int(count) > 2**64:
+        raise InputError(f"counters start={start} ... start+count-1 pass 2**64 - 1")
     return _native.rcc_normals(
         _uint64(seed, "seed"),
         _uint64(step, "step"),
@@ -292,6 +340,7 @@ def pfr_encode_chunk(
 ) -> tuple[int, np.ndarray]:
     """PFR-encode one chunk (all its dimensions, flattened): ``(index, sample)``."""
     mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    _check_scoring_range(mq, sq, mp, sp)
     index, z = _native.rcc_encode_chunk(
         mq,
         sq,
@@ -360,6 +409,7 @@ def encode_step(
     schedule), in which case a step whose D_KL exceeds its budget is sent with a
     coarser sample (PFR with fewer candidates than the KL asks for)."""
     mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    _check_scoring_range(mq, sq, mp, sp)
     seed, step = _uint64(seed, "seed"), _uint64(step, "step")
     k, device = _chunk_bits(chunk_bits), _device(device)
     if n_chunks is None:
@@ -367,6 +417,8 @@ def encode_step(
         n = n_chunks_for(kl, k, padding_bits)
         need = f"KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} bits"
     else:
+        if isinstance(n_chunks, bool) or not isinstance(n_chunks, numbers.Integral):
+            raise InputError(f"step {step}: n_chunks must be an integer, got {n_chunks!r}")
         n = int(n_chunks)
         if n < 1:
             raise InputError(f"step {step}: n_chunks must be >= 1, got {n_chunks}")

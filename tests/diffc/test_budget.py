@@ -70,3 +70,25 @@ def test_profile_json_round_trip_keeps_the_budget(small_profile, tmp_path):
     back = Profile.load(tmp_path / "p.json")
     assert back == prof and back.sha256() == prof.sha256()
     assert back.sha256() != small_profile.sha256()
+
+
+def test_fixed_budget_in_memory_equals_the_saved_profile(spectral, small_profile, photo32,
+                                                         tmp_path):
+    """kl_bits were rounded only when written: an encoder holding the calibrated
+    profile in memory could size a step one chunk apart from a decoder that loads the
+    file (same fingerprint), on a latent much larger than the calibration size."""
+    from gencodec.diffc import bitstream
+
+    x0 = spectral.encode_image(photo32)
+    # 6 bits per chunk, a latent 1024x the calibration size: 6.0002 bits scale to
+    # 1025 chunks, their saved rounding 6.0 to 1024
+    kl = 6.0002
+    prof = small_profile.replace(budget="fixed", kl_bits=(kl,) * small_profile.num_steps,
+                                 kl_dims=x0.size // 1024)
+    prof.save(tmp_path / "p.json")
+    loaded = Profile.load(tmp_path / "p.json")
+    assert loaded == prof and loaded.sha256() == prof.sha256()
+    assert prof.fixed_chunks(0, x0.size) == loaded.fixed_chunks(0, x0.size)
+    enc = DiffC(spectral, prof).encode_latent(x0, 2)
+    x_t, _ = DiffC(spectral, loaded).replay(bitstream.read_payload(enc.payload), x0.shape)
+    np.testing.assert_array_equal(x_t, enc.x_t)

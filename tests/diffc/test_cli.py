@@ -30,6 +30,17 @@ def test_encode_decode_max_bytes(tmp_path, photo32, profile_file, psnr):
     assert main(["decode", str(enc), "-o", str(tmp_path / "cut.png"), *prof]) == 2
 
 
+def test_raw_diffc_is_refused(tmp_path, photo32, capsys):
+    """A DiffC payload without its container has no size or model fingerprint: no file
+    anyone could decode, so --raw refuses it and writes nothing."""
+    src, out = tmp_path / "in.png", tmp_path / "s.bin"
+    Image.fromarray(photo32).save(src)
+    assert main(["encode", str(src), "-o", str(out), "--codec", "diffc", "-q", "2",
+                 "--raw"]) == 2
+    assert "keep the container" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_calibrate(tmp_path, skimage_photos):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -43,3 +54,57 @@ def test_calibrate(tmp_path, skimage_photos):
     assert {500, 100} <= set(d["timesteps"])
     assert len(d["kl_bits"]) == len(d["timesteps"]) and 0.5 <= d["index_model"]["exponent"] <= 4
     assert main(["diffc", "calibrate", "--images", str(folder), "-o", str(out)]) == 2  # exists
+
+
+@pytest.mark.parametrize("name, array", [
+    ("gray7x13.png", np.arange(91, dtype=np.uint8).reshape(13, 7) * 2),
+    ("rgba1x1.png", np.array([[[200, 10, 50, 128]]], np.uint8)),
+    ("wide.png", np.tile(np.arange(900, dtype=np.uint8)[None, :, None] % 251, (9, 1, 3))),
+])
+def test_cli_codes_gray_rgba_tiny_and_wide_images(tmp_path, profile_file, name, array):
+    """Images smaller than the model's least side (8) used to be refused; gray and RGBA
+    input come out as RGB at the input's size."""
+    src, enc, out = tmp_path / name, tmp_path / "s.gnc", tmp_path / "out.png"
+    Image.fromarray(array).save(src)
+    prof = ["-O", f"profile={profile_file}"]
+    assert main(["encode", str(src), "-o", str(enc), "--codec", "diffc", "-q", "2", *prof]) == 0
+    assert main(["decode", str(enc), "-o", str(out), *prof]) == 0
+    with Image.open(out) as im:
+        assert im.size == (array.shape[1], array.shape[0]) and im.mode == "RGB"
+
+
+@pytest.mark.parametrize("option", [
+    ["--candidates", "0"], ["--candidates", "1"], ["--t-final", "2000"], ["--t-final", "-5"],
+    ["--size", "0"], ["--max-images", "0"], ["--targets", "5000"], ["--step-bits", "-1"],
+    ["--chunk-bits", "30"], ["--padding-bits", "9"],
+])
+def test_calibrate_refuses_bad_options_before_measuring(tmp_path, skimage_photos,
+                                                        monkeypatch, option):
+    """These crashed with a traceback (IndexError, ValueError), ran the whole measurement
+    before refusing (--chunk-bits), or wrote a nonsense profile (negative bits)."""
+    from gencodec.diffc import calibrate
+
+    def measure(*args, **kwargs):
+        raise AssertionError("measured before checking the options")
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(skimage_photos["coffee"][:40, :40]).save(folder / "a.png")
+    assert main(["diffc", "calibrate", "--images", str(folder), "-o", str(tmp_path / "p.json"),
+                 "--size", "32", *option]) == 2
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_calibrate_help_explains_every_option():
+    from gencodec.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    diffc = sub.choices["diffc"]
+    calib = next(a for a in diffc._actions if a.dest == "diffc_command").choices["calibrate"]
+    for action in calib._actions:
+        if action.dest in ("help", "debug"):
+            continue
+        assert action.help and len(action.help) > 10, action.dest
+        if action.default not in (None, False) and action.required is False:
+            assert "default" in action.help, action.dest

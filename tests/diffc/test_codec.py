@@ -54,6 +54,10 @@ def test_other_profile_or_model_is_refused(stream, small_profile, tmp_path):
     small_profile.replace(chunk_bits=10).save(other)
     with pytest.raises(BitstreamError, match="fingerprint"):
         get_codec("diffc", profile=str(other)).decode(stream)
+    # the message says what this decoder has and what to do (also for a prefix)
+    with pytest.raises(BitstreamError, match=r"own diffc_profile.json\); decode with the "
+                                             r"--model and -O profile="):
+        get_codec("diffc").decode(stream, max_bytes=len(stream) // 2)
 
 
 def test_progressive_prefixes(codec, profile_file, stream, photo32, psnr):
@@ -92,6 +96,8 @@ def test_truncated_stream_is_an_error(codec, stream):
             codec.decode(stream[:n])
     with pytest.raises(BitstreamError):
         codec.decode(stream, max_bytes=10)
+    with pytest.raises(InputError, match="max_bytes must be an integer"):
+        codec.decode(stream, max_bytes=len(stream) / 2)  # was a TypeError from slicing
 
 
 def test_damaged_streams_raise_bitstream_error_only(codec, stream):
@@ -126,7 +132,45 @@ def test_sizes_padding_and_refusal(codec, photo32, psnr):
     out = codec.decode(codec.encode(odd, quality=8))
     assert out.shape == odd.shape and psnr(out, odd) > 20
     with pytest.raises(InputError, match="outside the sizes"):
-        codec.encode(np.zeros((4, 300, 3), np.uint8))
+        codec.encode(np.zeros((8, 4097, 3), np.uint8))
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (13, 7), (4, 300), (3, 1)])
+def test_images_below_the_least_side_are_padded(codec, photo32, h, w):
+    """Sizes under the model's least side (8 for the spectral model) used to be refused
+    although the codec pads anyway: they are edge-padded up to it and cropped back."""
+    img = np.ascontiguousarray(np.resize(photo32, (h, w, 3)))
+    stream = codec.encode(img, quality=3)
+    assert container.read_header(stream).width == w
+    out = codec.decode(stream)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    assert codec.encode(img, quality=3) == stream
+
+
+def _forged(codec, width, height, segments) -> bytes:
+    from gencodec.diffc import bitstream
+
+    return container.pack("diffc", width, height, bitstream.write_payload(0, segments),
+                          codec.fingerprint)
+
+
+def test_stream_claiming_a_huge_size_is_refused_before_allocating(codec):
+    """A CRC-valid header (forged, or from a build with other limits) claiming 5000x5000
+    decoded from the prior for minutes and 4 GB; now refused at once."""
+    with pytest.raises(BitstreamError, match="5000x5000 image, larger than"):
+        codec.decode(_forged(codec, 5000, 5000, []), max_bytes=200)
+    with pytest.raises(BitstreamError, match="GENCODEC_MAX_PIXELS"):
+        codec.decode(_forged(codec, 1 << 20, 1 << 20, []), max_bytes=200)
+
+
+def test_stream_without_steps_is_an_error_unless_a_prefix(codec, stream):
+    """A whole stream with no coding step used to decode silently to a random sample of
+    the prior; only a cut stream (max_bytes) may hold no complete step."""
+    data = _forged(codec, 32, 32, [])
+    for max_bytes in (None, len(data)):
+        with pytest.raises(BitstreamError, match="no coding step"):
+            codec.decode(data, max_bytes=max_bytes)
+    assert codec.decode(stream, max_bytes=container.HEADER_SIZE + 2).shape == (32, 32, 3)
 
 
 def test_bad_options():

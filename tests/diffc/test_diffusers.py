@@ -162,3 +162,42 @@ def test_sdxl_refiner_below_t200(tmp_path):
     x = np.random.default_rng(0).standard_normal((4, 16, 16)).astype(np.float32)
     assert np.array_equal(plain.backbone.eps(x, 300), refined.backbone.eps(x, 300))
     assert not np.array_equal(plain.backbone.eps(x, 150), refined.backbone.eps(x, 150))
+
+
+def test_fingerprint_ignores_files_diffusers_does_not_load(sd_dirs, tmp_path):
+    """A hub snapshot holds fp16 / non-EMA variants, a clone .bin copies too: hashing
+    every file gave the same weights a different fingerprint on another machine (and
+    downloaded every variant). Only what from_pretrained reads counts."""
+    import shutil
+
+    from gencodec.diffusion import load_backbone
+    from gencodec.diffusion.sd import component_files
+
+    clone = tmp_path / "clone"
+    shutil.copytree(sd_dirs[0], clone)
+    weights = clone / "unet" / "diffusion_pytorch_model.safetensors"
+    for extra in ("diffusion_pytorch_model.fp16.safetensors",
+                  "diffusion_pytorch_model.non_ema.safetensors", "diffusion_pytorch_model.bin"):
+        shutil.copy(weights, clone / "unet" / extra)
+    (clone / "vae" / "README.md").write_text("notes")
+    assert component_files(clone, "unet") == [clone / "unet" / "config.json", weights]
+    assert load_backbone(str(clone)).weights_sha256() == \
+        load_backbone(str(sd_dirs[0])).weights_sha256()
+    # ... but the weights diffusers does load are in it
+    shutil.copy(sd_dirs[1] / "unet" / "diffusion_pytorch_model.safetensors", weights)
+    assert load_backbone(str(clone)).weights_sha256() != \
+        load_backbone(str(sd_dirs[0])).weights_sha256()
+
+
+def test_sharded_weights_are_fingerprinted_by_their_index(tmp_path):
+    from gencodec.diffusion.sd import component_files
+
+    d = tmp_path / "unet"
+    d.mkdir()
+    shards = ["diffusion_pytorch_model-00001-of-00002.safetensors",
+              "diffusion_pytorch_model-00002-of-00002.safetensors"]
+    index = d / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": shards[1], "b": shards[0], "c": shards[1]}}))
+    for name in shards + ["config.json", "diffusion_pytorch_model.fp16-00001-of-00001.safetensors"]:
+        (d / name).write_bytes(b"x")
+    assert component_files(tmp_path, "unet") == [d / "config.json", index] + [d / s for s in shards]

@@ -85,3 +85,16 @@ def test_unknown_metric_is_an_input_error():
 
     with pytest.raises(InputError, match="unknown metric"):
         MetricSuite(["psnr", "nonsense"])
+
+
+def test_metrics_on_tiny_images_are_nan_not_errors():
+    """piq refuses images below a metric's filter size; such points get NaN (as
+    MS-SSIM below 161 pixels), so an evaluation with a thumbnail in it runs through."""
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (12, 9), (15, 40)]:
+        a = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        assert np.isnan(metrics.haarpsi(a, 255 - a)) and np.isnan(metrics.ms_ssim(a, 255 - a))
+        assert np.isnan(metrics.fsim(a, 255 - a)) == (min(h, w) < 2)
+        assert np.isfinite(metrics.psnr(a, 255 - a))
+    a = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    assert np.isfinite(metrics.haarpsi(a, 255 - a))

@@ -28,7 +28,9 @@ def test_preprocess_webp(compact_dir, photo, tmp_path, capsys):
     out, pre = tmp_path / "out.webp", tmp_path / "pre.png"
     assert main(["preprocess", str(src), "--model", str(compact_dir), "--codec", "webp",
                  "--quality", "70", "-o", str(out), "--save-preprocessed", str(pre)]) == 0
-    assert "bpp" in capsys.readouterr().out
+    size = out.stat().st_size  # the rate printed is the file's, not the container's
+    assert f" {size} bytes, {size * 8 / photo.shape[0] / photo.shape[1]:.4f} bpp" \
+        in capsys.readouterr().out
     with Image.open(out) as im:
         assert im.format == "WEBP" and im.size == (photo.shape[1], photo.shape[0])
     assert np.asarray(Image.open(pre)).shape == photo.shape
@@ -55,3 +57,57 @@ def test_export_cli(compact_dir, tmp_path):
     assert main(["export", "--model", str(compact_dir), "--format", "torchscript",
                  "-o", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--codec", "jpeg", "--quality", "500"], "quality 500 is outside 1..100"),
+    (["--codec", "webp"], "cannot decode image"),
+])
+def test_preprocess_refuses_before_loading_the_model(tmp_path, photo, capsys, args, message):
+    """A bad quality or an unreadable image is reported as such, before a (slow) model
+    load: the model here does not even exist."""
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    if message.startswith("cannot decode"):
+        src.write_bytes(src.read_bytes()[:200])  # a truncated download
+    assert main(["preprocess", str(src), "--model", str(tmp_path / "no-model"), *args,
+                 "-o", str(tmp_path / "out.img")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-model" not in err
+
+
+def test_output_never_replaces_the_input(compact_dir, photo, testsrc, write_clip, tmp_path,
+                                          capsys):
+    """``-o`` naming the input (or a link to it) is refused even with --force, and the
+    input is left as it was."""
+    img = tmp_path / "in.png"
+    Image.fromarray(photo).save(img)
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, testsrc(3, 64, 96), audio=False)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(clip)
+    before = {p: p.read_bytes() for p in (img, clip)}
+    runs = [["preprocess", str(img), "--model", str(compact_dir), "-o", str(img)],
+            ["preprocess", str(img), "--model", str(compact_dir), "-o", str(tmp_path / "o.png"),
+             "--save-preprocessed", str(img)],
+            ["transcode", str(clip), str(link), "--preprocess", str(compact_dir),
+             "--no-progress"]]
+    for argv in runs:
+        assert main([*argv, "--force"]) == 2, argv
+        assert "is also the input" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (img, clip)} == before
+
+
+def test_preprocess_refuses_a_nonstandard_payload(compact_dir, photo, tmp_path, capsys):
+    """Without bpgenc, bpg is gencodec's HEVC fallback: no other tool opens its bare
+    payload, so preprocess (which writes the bare file) refuses it up front."""
+    from gencodec.codecs_ext import get_codec
+
+    if get_codec("bpg").payload_is_standard:
+        pytest.skip("bpgenc is installed: bpg files are real BPG")
+    src, out = tmp_path / "in.png", tmp_path / "out.bpg"
+    Image.fromarray(photo).save(src)
+    assert main(["preprocess", str(src), "--model", str(tmp_path / "no-model"),
+                 "--codec", "bpg", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not ones other tools open" in err and not out.exists()

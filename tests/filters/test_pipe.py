@@ -90,8 +90,36 @@ def test_format_validation():
     assert parse_size("1280x720") == (1280, 720)
     with pytest.raises(InputError):
         parse_size("1280*720")
-    with pytest.raises(InputError, match="even"):
-        RawFormat(33, 32, "yuv420p")
+    with pytest.raises(InputError, match="above the limit"):  # before any allocation
+        RawFormat(100_000, 100_000)
+
+
+def test_odd_yuv420p_has_ffmpegs_layout(runner, testsrc, tmp_path):
+    """Odd sizes: chroma planes of ceil(W/2) x ceil(H/2), as FFmpeg's rawvideo muxer
+    writes and its demuxer reads them."""
+    import av
+
+    w, h = 33, 21
+    fmt = RawFormat(w, h, "yuv420p")
+    assert fmt.frame_bytes == w * h + 2 * 17 * 11
+    rgb = testsrc(1, h, w)[0]
+    data = fmt.from_rgb(rgb)
+    assert len(data) == fmt.frame_bytes
+    (tmp_path / "f.yuv").write_bytes(data * 2)
+    with av.open(str(tmp_path / "f.yuv"), format="rawvideo",
+                 options={"video_size": f"{w}x{h}", "pixel_format": "yuv420p"}) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 2  # FFmpeg frames the bytes the same way
+    from gencodec.filters.pyav import SWS_FLAGS
+
+    ffmpeg_rgb = frames[0].reformat(format="rgb24", src_colorspace="ITU601",
+                                    src_color_range="MPEG",
+                                    interpolation=SWS_FLAGS).to_ndarray()
+    np.testing.assert_array_equal(fmt.to_rgb(data), ffmpeg_rgb)
+    assert np.abs(ffmpeg_rgb.astype(int) - rgb).mean() < 4  # and it is the picture
+    out = io.BytesIO()
+    assert run_pipe(io.BytesIO(data * 3), out, fmt, runner, batch=2) == 3
+    assert len(out.getvalue()) == 3 * fmt.frame_bytes
 
 
 def _cli(*args):
@@ -128,7 +156,9 @@ def test_cli_pipe_truncated_and_closed(compact_dir, testsrc):
     assert len(p.stdout.read(10)) == 10
     p.stdout.close()
     err = p.stderr.read()
-    assert p.wait(timeout=120) == 0 and b"Traceback" not in err, err.decode()
+    # 141 = 128 + SIGPIPE, like any Unix filter whose reader goes away (and like
+    # `gencodec info | head`): a pipefail script sees that the stream was cut
+    assert p.wait(timeout=120) == 141 and b"Traceback" not in err, err.decode()
     assert b"closed by its reader" in err
     writer.join(timeout=10)
 
@@ -167,3 +197,26 @@ def test_ffmpeg_pipeline(compact_dir, tmp_path):
 
     with av.open(str(dst)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+@pytest.mark.parametrize("tty", ["stdin", "stdout"])
+def test_cli_pipe_refuses_a_terminal(tty, monkeypatch, capsys):
+    """A forgotten pipe: stdin a terminal would wait for typed bytes, stdout a terminal
+    would print raw frames; both are refused before a model loads (none exists here)."""
+    from gencodec.cli.main import main
+
+    class Terminal(io.BytesIO):
+        def isatty(self):
+            return True
+
+    class Stream:
+        def __init__(self, is_tty):
+            self.buffer = Terminal() if is_tty else io.BytesIO()
+
+        def isatty(self):
+            return self.buffer.isatty()
+
+    monkeypatch.setattr(sys, "stdin", Stream(tty == "stdin"))
+    monkeypatch.setattr(sys, "stdout", Stream(tty == "stdout"))
+    assert main(["pipe", "--size", "32x16", "--model", "./no-such-model"]) == 2
+    assert f"{tty} is a terminal" in capsys.readouterr().err

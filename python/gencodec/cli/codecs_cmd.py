@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+
 from gencodec import _native
 from gencodec.codecs_ext import CODECS
 
 
 def register(sub) -> None:
     p = sub.add_parser("codecs", help="list codecs, their quality ranges and back ends",
-                       description="List every codec, its quality parameter and the "
-                                   "library or program that runs it on this machine.")
+                       description="List every codec, its quality parameter (range, "
+                                   "direction, default) and the library or program that "
+                                   "runs it on this machine, then each codec's options "
+                                   "(-O KEY=VALUE) with their defaults.")
     p.set_defaults(func=run)
 
 
@@ -30,8 +34,18 @@ def run(args) -> int:
     print(f"{'codec':<{w0}}  {'quality':<{w1}}  back end")
     for r in rows:
         print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}")
+    print("\noptions (-O KEY=VALUE; defaults shown, '-' = not set):")
+    for name, cls in CODECS.items():
+        print(f"  {name:<{w0}}  {options_of(cls) or '(none)'}")
     info = _native.build_info()
     cuda = (f"CUDA compiled, {info['cuda_devices']} device(s)" if info["cuda_compiled"]
             else "CUDA not compiled")
     print(f"\nnative core: {info['compiler']}, OpenMP {info['openmp_threads']} threads, {cuda}")
     return 0
+
+
+def options_of(cls) -> str:
+    """``"subsampling=420 method=6"``: a codec's constructor options and defaults."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return " ".join(f"{p.name}={'-' if p.default is None else p.default}" for p in params
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gencodec import container
-from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
+from gencodec.cli.options import (add_codec_arguments, add_force_argument, codec_options,
+                                  print_result)
 from gencodec.codecs_ext import get_codec
-from gencodec.errors import InputError
-from gencodec.imageio import check_output, save_image
+from gencodec.errors import BitstreamError, InputError
+from gencodec.imageio import check_input, check_output, save_image
 
 
 def register(sub) -> None:
@@ -16,35 +15,39 @@ def register(sub) -> None:
                        description="Decode a gencodec stream; the codec comes from its header.")
     p.add_argument("input", help="gencodec stream")
     p.add_argument("-o", "--output", required=True,
-                   help="output image; the format follows the extension (.png recommended)")
+                   help="output image; the format follows the extension (.png recommended: "
+                        "lossless; .jpg or .webp would code the image a second time)")
     add_codec_arguments(p, codec_required=False)
     p.add_argument("--max-bytes", type=int, metavar="N",
                    help="progressive codecs (diffc): decode only what fits in the first N "
-                        "bytes, giving a coarser image")
+                        "bytes, giving a coarser image (default: the whole stream)")
     add_force_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    path = Path(args.input)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    check_output(args.output, args.force)  # fail before the work, not after
+    path = check_input(args.input)
+    check_output(args.output, args.force, inputs=[path])  # fail before the work, not after
+    if args.max_bytes is not None and args.max_bytes <= 0:
+        raise InputError(f"--max-bytes must be positive, got {args.max_bytes}")
     data = path.read_bytes()
-    header = container.read_header(data)
-    if header.codec == "x265":
-        raise InputError(f"{path}: a {header.codec} stream holds video; use 'gencodec transcode'")
-    codec = get_codec(header.codec, **codec_options(args))
-    if args.max_bytes is not None:
-        if args.max_bytes <= 0:
-            raise InputError(f"--max-bytes must be positive, got {args.max_bytes}")
-        if not getattr(codec, "progressive", False):
-            raise InputError(f"--max-bytes: {header.codec} streams are not progressive")
-        image = codec.decode(data[:args.max_bytes], max_bytes=args.max_bytes)
-    else:
-        image = codec.decode(data)
-    if image.ndim != 3:
-        raise InputError(f"{path}: a {header.codec} stream holds video; use 'gencodec transcode'")
+    try:
+        header = container.read_header(data)
+        if header.codec == "x265":
+            raise InputError(f"{path}: a {header.codec} stream holds video; use "
+                             "'gencodec transcode'")
+        image = _decode(header, data, args)
+    except BitstreamError as exc:
+        raise BitstreamError(f"{path}: {exc}") from exc
     save_image(args.output, image, force=args.force)
-    print(f"{args.output}: {header.codec} {header.width}x{header.height}")
+    print_result(f"{args.output}: {header.codec} {header.width}x{header.height}", args.output)
     return 0
+
+
+def _decode(header: container.Header, data: bytes, args):
+    codec = get_codec(header.codec, **codec_options(args))
+    if args.max_bytes is None:
+        return codec.decode(data)
+    if not getattr(codec, "progressive", False):
+        raise InputError(f"--max-bytes: {header.codec} streams are not progressive")
+    return codec.decode(data[:args.max_bytes], max_bytes=args.max_bytes)

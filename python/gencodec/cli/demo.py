@@ -21,7 +21,8 @@ from gencodec.imageio import atomic_output, write_bytes_atomic
 def register(sub) -> None:
     p = sub.add_parser("demo", help="compare the stock codecs on a bundled photo",
                        description="Encode a bundled photo with every image codec at five "
-                                   "settings, print bpp and PSNR, and plot the R-D curves.")
+                                   "settings, print the rate (bits per pixel of the whole "
+                                   "stream) and PSNR (dB), and plot the R-D curves.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--force", "-f", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
@@ -86,6 +87,8 @@ def plot(results: dict[str, list[dict]], codecs: dict, path: Path,
 
 def run(args) -> int:
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder (--out names the output folder)")
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "codec_comparison.json", out / "codec_comparison.png"
     for p in (json_path, png_path):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from gencodec.cli.options import add_codec_arguments, add_force_argument, codec_options
-from gencodec.codecs_ext import bits_per_pixel, find_quality_for_bpp, get_codec
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from gencodec.cli.options import (add_codec_arguments, add_force_argument, codec_options,
+                                  print_result)
+from gencodec.codecs_ext import (bits_per_pixel, check_target_bpp, find_quality_for_bpp,
+                                 get_codec)
 from gencodec.errors import InputError
 from gencodec.imageio import check_output, load_image, write_bytes_atomic
 
@@ -11,16 +18,24 @@ from gencodec.imageio import check_output, load_image, write_bytes_atomic
 def register(sub) -> None:
     p = sub.add_parser(
         "encode", help="encode an image",
-        description="Encode an image file into a gencodec stream (container header + the "
-                    "codec's payload). --raw writes the codec's own file instead (a .jpg, "
-                    ".webp, .heic, .avif any viewer opens).")
-    p.add_argument("input", help="input image (PNG, JPEG, WebP, TIFF, HEIC, ...)")
-    p.add_argument("-o", "--output", required=True, help="output file")
+        description="Encode an image file into a gencodec stream (64-byte container header "
+                    "+ the codec's payload). --raw writes the codec's own file instead (a "
+                    ".jpg, .webp, .heic, .avif any viewer opens). The line printed on "
+                    "success gives the setting used, the bytes written and their rate in "
+                    "bits per pixel (bpp = 8 x bytes / (width x height)).")
+    p.add_argument("input", help="input image (PNG, JPEG, WebP, TIFF, HEIC, ...); alpha is "
+                                 "composited on white, animations are refused")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (never the input; an existing file needs --force)")
     add_codec_arguments(p)
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", "-q", type=float,
-                      help="codec quality parameter (range and direction: 'gencodec codecs')")
-    rate.add_argument("--bpp", type=float, help="target bits per pixel (bisection on quality)")
+                      help="codec quality parameter (default: the codec's own; range, "
+                           "direction and default: 'gencodec codecs')")
+    rate.add_argument("--bpp", type=float,
+                      help="target rate in bits per pixel of the file written (container "
+                           "header included, or the bare file with --raw); bisection on "
+                           "the quality parameter, the closest setting wins")
     p.add_argument("--raw", action="store_true",
                    help="write the bare codec bitstream without the gencodec container")
     add_force_argument(p)
@@ -34,21 +49,32 @@ def run(args) -> int:
     ok, why = codec.available()
     if not ok:
         raise InputError(f"{args.codec} is not available here: {why}")
+    if args.raw and not codec.payload_is_standard:
+        raise InputError(f"--raw: {args.codec} streams here are not a file other tools open "
+                         f"({codec.backend()}); keep the container")
     if args.quality is not None:
-        codec.quality.check(args.quality)
-    check_output(args.output, args.force)  # fail before the work, not after
+        args.quality = codec.quality.check(args.quality)
+    if args.bpp is not None:
+        check_target_bpp(args.bpp)
+    check_output(args.output, args.force, inputs=[args.input])  # fail before the work
     image = load_image(args.input)
     if args.bpp is not None:
-        result = find_quality_for_bpp(codec, image, args.bpp)
+        result = find_quality_for_bpp(codec, image, args.bpp, header=not args.raw)
         data, quality = result.data, result.quality
+        if not result.reachable:
+            print(f"gencodec: note: {args.bpp:g} bpp is out of {args.codec}'s reach on this "
+                  f"image; the nearest is {result.bpp:.4f} bpp at "
+                  f"{codec.quality.name}={quality:g}", file=sys.stderr)
     else:
         quality = codec.quality.default if args.quality is None else args.quality
         data = codec.encode(image, quality)
-    bpp = bits_per_pixel(data, image)
     if args.raw:
         data = codec.payload(data)
+    elif Path(args.output).suffix.lower() in Image.registered_extensions():
+        print(f"gencodec: note: {args.output} holds a gencodec stream, which image viewers "
+              "do not open; --raw writes the plain file", file=sys.stderr)
     write_bytes_atomic(args.output, data, force=args.force)
     h, w = image.shape[:2]
-    print(f"{args.output}: {args.codec} {codec.quality.name}={quality:g} {w}x{h} "
-          f"{len(data)} bytes, {bpp:.4f} bpp")
+    print_result(f"{args.output}: {args.codec} {codec.quality.name}={quality:g} {w}x{h} "
+                 f"{len(data)} bytes, {bits_per_pixel(data, image):.4f} bpp", args.output)
     return 0

@@ -43,21 +43,26 @@ def register(sub) -> None:
     p.add_argument("--preprocess", default=NONE, type=_list, metavar="none,NAME,...",
                    help="comma-separated preprocessors: none, a classic FFmpeg filter "
                         "(nlmeans, gblur, unsharp, hqdn3d; options as nlmeans:s=5), or a "
-                        "learned preprocessor spec (default: none)")
+                        "learned model (a directory or hub id, as --model elsewhere) "
+                        "(default: none)")
     p.add_argument("--qualities", action="append", metavar="[CODEC=]Q,Q,...",
-                   help=f"quality settings, per codec (repeatable) or for all; defaults: "
-                        f"{defaults}")
+                   help=f"quality settings on each codec's own scale (quality for jpeg, "
+                        f"webp, heif, avif: higher = better; QP for bpg, x265: lower = "
+                        f"better; see 'gencodec codecs'), per codec (repeatable) or for all; "
+                        f"at least 4 per codec for BD-rates; defaults: {defaults}")
     p.add_argument("--metrics", type=_list, default=list(METRICS),
                    help=f"comma-separated metrics (default: all; always available: "
                         f"{', '.join(WEIGHT_FREE)})")
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with LPIPS/DISTS/TOPIQ weight files (also searched: "
                         "$TORCH_HOME/hub/checkpoints, $TORCH_HOME/hub/pyiqa, $TORCH_HOME)")
-    p.add_argument("--out", "-o", required=True, metavar="RESULTS", help="results folder")
+    p.add_argument("--out", "-o", required=True, metavar="RESULTS",
+                   help="results folder (created if missing; a rerun into it resumes; one "
+                        "run at a time per folder)")
     p.add_argument("--dataset", help="dataset name in the tables (default: the folder name, "
                                      "or 'skimage')")
-    p.add_argument("--crop", type=int, metavar="N", help="use the central NxN crop of "
-                                                         "each image (quick runs)")
+    p.add_argument("--crop", type=int, metavar="N", help="use the central NxN pixel crop "
+                                                         "of each image (quick runs)")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count(),
                    help="worker processes (default: CPU count)")
     p.add_argument("--bd-method", choices=METHODS, default="akima",

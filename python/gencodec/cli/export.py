@@ -18,7 +18,9 @@ def register(sub) -> None:
                "ffmpeg -i in.mp4 -vf dnn_processing=dnn_backend=torch:model=filter.pt "
                "-c:v libx265 out.mp4")
     add_model_argument(p)
-    p.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    p.add_argument("--format", choices=("torchscript", "onnx"), required=True,
+                   help="torchscript (.pt: FFmpeg dnn_processing with dnn_backend=torch, "
+                        "LibTorch) or onnx (ONNX Runtime, OpenVINO)")
     p.add_argument("-o", "--output", required=True, help="output file (.pt or .onnx)")
     p.add_argument("--onnx-exporter", choices=("dynamo", "legacy"), default="dynamo",
                    help="torch.onnx exporter (dynamo falls back to legacy; default: dynamo)")

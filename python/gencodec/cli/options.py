@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from gencodec.errors import InputError
 
@@ -47,3 +49,13 @@ def codec_options(args) -> dict[str, object]:
 
 def add_force_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
+
+
+def print_result(line: str, output: str | os.PathLike) -> None:
+    """Print a command's one-line summary: on stdout, or on stderr when the output
+    itself goes to stdout (``-o /dev/stdout | ...``), which the line would corrupt."""
+    try:
+        to_stdout = os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
+        to_stdout = False
+    print(line, file=sys.stderr if to_stdout else sys.stdout)

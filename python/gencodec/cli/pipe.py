@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
+from gencodec.errors import InputError
 from gencodec.filters.cli_options import add_model_argument, add_runner_arguments
 
 
@@ -32,6 +34,14 @@ def run(args) -> int:
     from gencodec.filters.pipe import DownstreamClosed, RawFormat, parse_size, run_pipe
 
     fmt = RawFormat(*parse_size(args.size), args.pix_fmt)
+    # binary frames from or to a terminal: a forgotten pipe (it would wait for typed
+    # input, or print raw bytes); refused before the model loads
+    if sys.stdin.isatty():
+        raise InputError("stdin is a terminal: pipe rawvideo frames in, e.g. ffmpeg -i IN "
+                         "-f rawvideo -pix_fmt rgb24 - | gencodec pipe ...")
+    if sys.stdout.isatty():
+        raise InputError("stdout is a terminal: pipe the frames on, e.g. gencodec pipe ... "
+                         "| ffmpeg -f rawvideo ..., or redirect them to a file")
     runner = runner_from_args(args)
     bar = tqdm(unit="frame", desc="pipe", file=sys.stderr) if args.progress else None
     try:
@@ -42,7 +52,7 @@ def run(args) -> int:
         # interpreter's final flush does not raise BrokenPipeError again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         print(f"gencodec pipe: {exc}; stopping", file=sys.stderr)
-        return 0
+        return 128 + signal.SIGPIPE  # what a Unix filter killed by SIGPIPE reports
     finally:
         if bar is not None:
             bar.close()

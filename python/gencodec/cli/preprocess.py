@@ -20,7 +20,8 @@ def register(sub) -> None:
     add_model_argument(p)
     p.add_argument("--codec", "-c", help="stock image codec (jpeg, webp, bpg, heif, avif); "
                                          "none: write the preprocessed image itself")
-    p.add_argument("--quality", "-q", type=float, help="codec quality (see 'gencodec codecs')")
+    p.add_argument("--quality", "-q", type=float, help="codec quality on the codec's own scale (default: the codec's "
+                        "default; 'gencodec codecs' lists ranges and defaults)")
     p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
                    help="codec option, e.g. -O method=4 (repeatable)")
     p.add_argument("--save-preprocessed", metavar="PNG",
@@ -32,30 +33,40 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, get_codec
-    from gencodec.filters.cli_options import runner_from_args
+    from gencodec.filters.cli_options import require_model, runner_from_args
     from gencodec.imageio import check_output, load_image, save_image, write_bytes_atomic
 
     if args.codec is not None and args.codec not in IMAGE_CODECS:
         raise InputError(f"--codec {args.codec}: use an image codec ({', '.join(IMAGE_CODECS)});"
                          " for video use 'gencodec transcode'")
-    # fail before the (slow) model load, and before --save-preprocessed is written
-    check_output(args.output, args.force)
+    # fail before the (slow) model load, and before --save-preprocessed is written: a
+    # taken output, a bad codec option, an unreadable image
+    require_model(args)
+    check_output(args.output, args.force, inputs=[args.input])
     if args.save_preprocessed:
-        check_output(args.save_preprocessed, args.force)
-    runner = runner_from_args(args)
+        check_output(args.save_preprocessed, args.force,
+                     inputs=[args.input, args.output])
+    codec = quality = None
+    if args.codec is not None:
+        codec = get_codec(args.codec, **parse_codec_options(args.option))
+        if not codec.payload_is_standard:  # the bpg fallback: HEVC data, not a .bpg file
+            raise InputError(f"--codec {args.codec}: its files here are not ones other tools "
+                             f"open ({codec.backend()}); use 'gencodec encode' to keep the "
+                             "gencodec container")
+        quality = codec.quality.check(codec.quality.default if args.quality is None
+                                      else args.quality)
     image = load_image(args.input)
+    runner = runner_from_args(args)
     out = runner(image)
     if args.save_preprocessed:
         save_image(args.save_preprocessed, out, force=args.force)
     h, w = image.shape[:2]
-    if args.codec is None:
+    if codec is None:
         save_image(args.output, out, force=args.force)
         print(f"{args.output}: preprocessed {w}x{h}")
         return 0
-    codec = get_codec(args.codec, **parse_codec_options(args.option))
-    quality = codec.quality.default if args.quality is None else args.quality
-    data = codec.encode(out, quality)
-    write_bytes_atomic(args.output, codec.payload(data), force=args.force)
+    payload = codec.payload(codec.encode(out, quality))  # the codec's own file
+    write_bytes_atomic(args.output, payload, force=args.force)
     print(f"{args.output}: preprocessed + {args.codec} {codec.quality.name}={quality:g} "
-          f"{w}x{h} {len(codec.payload(data))} bytes, {bits_per_pixel(data, image):.4f} bpp")
+          f"{w}x{h} {len(payload)} bytes, {bits_per_pixel(payload, image):.4f} bpp")
     return 0

@@ -12,12 +12,14 @@ def register(sub) -> None:
     p = sub.add_parser(
         "transcode", help="preprocess a video and encode it with a stock encoder",
         description="Decode IN, run the preprocessing model on every frame (pts, size, "
-                    "colorspace and range kept), encode with a stock encoder (libx265 by "
+                    "colour matrix, range, primaries and transfer, rotation, pixel aspect "
+                    "ratio and field order kept), encode with a stock encoder (libx265 by "
                     "default) and copy the audio and subtitle streams unchanged (with "
                     "their language, title and default/forced flags) and, into .mkv, "
                     "the attachments (fonts). The output container must carry every "
                     "copied codec: .mkv takes SubRip and ASS subtitles, .mp4 only "
-                    "mov_text.",
+                    "mov_text. A damaged or truncated input is coded as far as it decodes, "
+                    "with a warning that counts the frames lost.",
         epilog="example: gencodec transcode in.mp4 out.mp4 --preprocess MODEL_DIR "
                "-c:v libx265 --crf 28 --x265-params aq-mode=3")
     p.add_argument("input", help="input video")
@@ -25,11 +27,15 @@ def register(sub) -> None:
     add_model_argument(p, "--preprocess")
     p.add_argument("-c:v", "--vcodec", dest="vcodec", default="libx265",
                    help="video encoder (default: libx265)")
-    p.add_argument("--crf", type=float, default=28, help="constant rate factor (default: 28)")
-    p.add_argument("--preset", help="encoder preset, e.g. medium")
+    p.add_argument("--crf", type=float, default=28,
+                   help="constant rate factor: 0..51 for libx264/libx265, lower = better "
+                        "quality and more bits (default: 28); encoders without CRF ignore it")
+    p.add_argument("--preset", help="encoder preset, ultrafast .. veryslow for x264/x265 "
+                                    "(default: the encoder's own, medium)")
     p.add_argument("--x265-params", help="extra x265 parameters, KEY=VALUE:KEY=VALUE")
     p.add_argument("--pix-fmt", help="output pixel format (default: the input's, if the "
-                                     "encoder takes it, else yuv420p)")
+                                     "encoder takes it, else yuv420p); odd-sized video "
+                                     "needs one without chroma subsampling, e.g. yuv444p")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_runner_arguments(p)
     add_force_argument(p)
@@ -46,7 +52,7 @@ def run(args) -> int:
     # fail before the (slow) model load: no model given, output exists, bad input, a
     # container that cannot carry the video or a stream to copy
     require_model(args)
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, inputs=[args.input])
     check_transcode(args.input, args.output, **encoder)
     runner = runner_from_args(args)
     print(f"model: {runner.describe()}", file=sys.stderr)
@@ -54,7 +60,11 @@ def run(args) -> int:
                        force=args.force, progress=not args.no_progress)
     print(f"{args.output}: {counts['frames']} frames ({args.vcodec}), "
           f"{counts['copied_packets']} audio/subtitle packets copied")
+    if counts["lost_frames"]:
+        print(f"warning: {args.input}: {counts['lost_frames']} video frame(s) could not be "
+              "decoded (damaged or truncated input); the output has the rest",
+              file=sys.stderr)
     if counts["dropped_attachments"]:
-        print(f"note: {counts['dropped_attachments']} attachment(s) (fonts, cover art) not "
-              "copied: only .mkv stores them", file=sys.stderr)
+        print(f"note: {counts['dropped_attachments']} attachment(s) not copied (fonts: "
+              "only .mkv stores them; cover pictures: never copied)", file=sys.stderr)
     return 0

@@ -84,7 +84,23 @@ class DiffC:
         return mu, _full(np.sqrt(post.var), x0.shape)
 
     # -- encoder -------------------------------------------------------------------------
-    def encode_latent(self, x0: np.ndarray, num_steps: int, seed: int = 0) -> Encoded:
+    def chunks_for(self, k: int, kl_bits: float, n_dims: int) -> int:
+        """Chunks of step ``k``: the profile's fixed budget, or ``ceil(D_KL / (k_bits -
+        padding))`` (:func:`gencodec.rcc.n_chunks_for`), at most one per dimension. A step
+        whose D_KL exceeds ``k_bits - padding`` bits per dimension (sharp edges, text or
+        noise at a low t) is then sent with a coarser sample, as the paper's fixed
+        budgets are; the decoder needs nothing more, the chain goes on from the sample
+        actually sent."""
+        fixed = self.profile.fixed_chunks(k, n_dims)
+        if fixed is not None:
+            return fixed
+        rcc, prof = _rcc(), self.profile
+        return min(rcc.n_chunks_for(kl_bits, prof.chunk_bits, prof.padding_bits), n_dims)
+
+    def encode_latent(self, x0: np.ndarray, num_steps: int, seed: int = 0,
+                      progress=None) -> Encoded:
+        """Send ``num_steps`` steps of x_0; ``progress`` (a tqdm bar) gets one update per
+        step."""
         rcc, prof = _rcc(), self.profile
         if not 0 <= num_steps <= prof.num_steps:
             raise InputError(f"steps {num_steps} is outside 0..{prof.num_steps}")
@@ -93,23 +109,26 @@ class DiffC:
         for k in range(num_steps):
             mu_p, sig_p = self._p(k, x, x0.shape)
             mu_q, sig_q = self._q(k, x, x0)
+            kl = rcc.gaussian_kl_bits(mu_q, sig_q, mu_p, sig_p)
             code, x = rcc.encode_step(mu_q, sig_q, mu_p, sig_p, seed=seed, step=k,
                                       chunk_bits=prof.chunk_bits,
                                       padding_bits=prof.padding_bits,
                                       device=self.backbone.device,
-                                      n_chunks=prof.fixed_chunks(k, x0.size))
+                                      n_chunks=self.chunks_for(k, kl, x0.size))
             coded = bitstream.encode_indices(code.indices, prof.chunk_bits, prof.exponent)
             segments.append(bitstream.Segment(code.n_chunks, coded))
-            steps.append(StepInfo(prof.timesteps[k], rcc.gaussian_kl_bits(mu_q, sig_q, mu_p, sig_p),
-                                  code.n_chunks, 8 * len(coded), code.indices))
+            steps.append(StepInfo(prof.timesteps[k], kl, code.n_chunks, 8 * len(coded),
+                                  code.indices))
+            if progress is not None:
+                progress.update(1)
         payload = bitstream.write_payload(seed, segments)
         return Encoded(payload, steps, x, x0)
 
     # -- decoder -------------------------------------------------------------------------
-    def replay(self, payload: bitstream.Payload, shape: tuple[int, ...]
+    def replay(self, payload: bitstream.Payload, shape: tuple[int, ...], progress=None
                ) -> tuple[np.ndarray | None, int]:
         """The x_t the encoder reached with the segments present, and its t
-        (None, T-1 when no step is complete)."""
+        (None, T-1 when no step is complete); ``progress`` gets one update per step."""
         rcc, prof = _rcc(), self.profile
         if len(payload.segments) > prof.num_steps:
             raise BitstreamError(f"stream has {len(payload.segments)} steps, the profile "
@@ -127,6 +146,8 @@ class DiffC:
             mu_p, sig_p = self._p(k, x, shape)
             x = rcc.decode_step(mu_p, sig_p, rcc.StepCode(indices, prof.chunk_bits),
                                 seed=payload.seed, step=k, device=self.backbone.device)
+            if progress is not None:
+                progress.update(1)
         t = prof.timesteps[len(payload.segments) - 1] if payload.segments else \
             self.backbone.num_timesteps - 1
         return x, t

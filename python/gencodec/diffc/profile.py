@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 from pathlib import Path
 
 from gencodec.errors import InputError
@@ -37,6 +39,8 @@ VERSION = 1
 RECON_METHODS = ("ddim", "ancestral", "x0")
 BUDGETS = ("adaptive", "fixed")
 PROFILE_FILE = "diffc_profile.json"
+#: kl_bits are kept (and written) to this many decimals.
+KL_DECIMALS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +65,22 @@ class Profile:
         if not 0 <= self.padding_bits < self.chunk_bits - 1:
             raise InputError(f"profile padding_bits {self.padding_bits} must be in "
                              f"0..chunk_bits-1")
+        if self.zipf_exponent is not None and not (
+                isinstance(self.zipf_exponent, numbers.Real)
+                and math.isfinite(self.zipf_exponent)):
+            raise InputError(f"profile index_model exponent {self.zipf_exponent!r} must be a "
+                             "finite number")
         if self.ddim_steps < 1:
             raise InputError(f"profile ddim_steps {self.ddim_steps} must be >= 1")
         if self.recon not in RECON_METHODS:
             raise InputError(f"profile recon {self.recon!r} is not one of {RECON_METHODS}")
-        if self.kl_bits is not None and len(self.kl_bits) != len(ts):
-            raise InputError("profile kl_bits must have one entry per timestep")
+        if self.kl_bits is not None:
+            if len(self.kl_bits) != len(ts):
+                raise InputError("profile kl_bits must have one entry per timestep")
+            # held as saved (and fingerprinted): a fixed budget computed from the
+            # unrounded values could differ from the one a decoder loads from the file
+            object.__setattr__(self, "kl_bits", tuple(round(float(v), KL_DECIMALS)
+                                                      for v in self.kl_bits))
         if self.budget not in BUDGETS:
             raise InputError(f"profile budget {self.budget!r} is not one of {BUDGETS}")
         if self.budget == "fixed" and (self.kl_bits is None or not self.kl_dims):
@@ -74,13 +88,14 @@ class Profile:
 
     def fixed_chunks(self, k: int, n_dims: int) -> int | None:
         """Chunks of step ``k`` for a latent of ``n_dims`` dimensions under a fixed
-        budget (the "mean" schedule), or None when budgets are adaptive."""
+        budget (the "mean" schedule; at most one chunk per dimension), or None when
+        budgets are adaptive."""
         if self.budget != "fixed":
             return None
         from gencodec.rcc import n_chunks_for
 
-        return n_chunks_for(self.kl_bits[k] * n_dims / self.kl_dims, self.chunk_bits,
-                            self.padding_bits)
+        return min(n_chunks_for(self.kl_bits[k] * n_dims / self.kl_dims, self.chunk_bits,
+                                self.padding_bits), n_dims)
 
     @property
     def num_steps(self) -> int:
@@ -101,7 +116,7 @@ class Profile:
              "index_model": {"type": "zipf", "exponent": self.zipf_exponent},
              "recon": self.recon, "ddim_steps": self.ddim_steps}
         if self.kl_bits is not None:
-            d["kl_bits"] = [round(float(v), 3) for v in self.kl_bits]
+            d["kl_bits"] = list(self.kl_bits)
         if self.kl_dims is not None:
             d["kl_dims"] = int(self.kl_dims)
         if self.budget != "adaptive":  # absent means adaptive
@@ -115,23 +130,30 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Profile":
+        if not isinstance(d, dict):
+            raise InputError(f"not a DiffC profile (a JSON {type(d).__name__}, not an object)")
         if d.get("format") != FORMAT:
             raise InputError(f"not a DiffC profile (format {d.get('format')!r})")
         if d.get("version") != VERSION:
             raise InputError(f"DiffC profile version {d.get('version')} is not {VERSION}")
         index = d.get("index_model") or {}
-        if index.get("type", "zipf") != "zipf":
-            raise InputError(f"unknown index model {index.get('type')!r}")
+        if not isinstance(index, dict) or index.get("type", "zipf") != "zipf":
+            raise InputError(f"unknown index model {index!r}")
         kl = d.get("kl_bits")
-        return cls(timesteps=tuple(int(t) for t in d["timesteps"]),
-                   chunk_bits=int(d.get("chunk_bits", 8)),
+        timesteps = d["timesteps"]
+        if not isinstance(timesteps, list):
+            raise InputError(f"profile timesteps must be a list, got {timesteps!r}")
+        return cls(timesteps=tuple(_integer(t, "timesteps") for t in timesteps),
+                   chunk_bits=_integer(d.get("chunk_bits", 8), "chunk_bits"),
                    padding_bits=float(d.get("padding_bits", 2.0)),
                    zipf_exponent=index.get("exponent"),
                    kl_bits=None if kl is None else tuple(float(v) for v in kl),
-                   recon=d.get("recon", "ddim"), ddim_steps=int(d.get("ddim_steps", 50)),
+                   recon=d.get("recon", "ddim"),
+                   ddim_steps=_integer(d.get("ddim_steps", 50), "ddim_steps"),
                    calibration=d.get("calibration", {}),
                    budget=d.get("budget", "adaptive"),
-                   kl_dims=None if d.get("kl_dims") is None else int(d["kl_dims"]))
+                   kl_dims=None if d.get("kl_dims") is None else _integer(d["kl_dims"],
+                                                                         "kl_dims"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Profile":
@@ -144,7 +166,10 @@ class Profile:
             raise InputError(f"{path}: unreadable DiffC profile: {exc}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Write the JSON atomically (replacing ``path``, as ``save_pretrained`` does)."""
+        from gencodec.imageio import write_bytes_atomic
+
+        write_bytes_atomic(path, self.to_json().encode(), force=True)
 
     def sha256(self) -> bytes:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -152,6 +177,13 @@ class Profile:
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
+
+
+def _integer(value, name: str) -> int:
+    """A JSON integer (a float or a string is refused rather than silently rounded)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"profile {name} must hold integers, got {value!r}")
+    return value
 
 
 def default_profile(num_timesteps: int = 1000, num_steps: int = 20, chunk_bits: int = 16

@@ -60,7 +60,8 @@ def load_backbone(model: str | Path | None = None, device: str = "cpu", **option
 
         if options:
             raise InputError(f"gaussian-spectral takes no options, got {sorted(options)}")
-        return GaussianSpectral.from_pretrained(path, name=model)
+        return GaussianSpectral.from_pretrained(path, name=model, device=device)
+    _check_torch_device(device)
     if arch == "stable-diffusion":
         from gencodec.diffusion.sd import StableDiffusion
 
@@ -70,6 +71,18 @@ def load_backbone(model: str | Path | None = None, device: str = "cpu", **option
 
         return Flux.from_pretrained(path, device=device, name=model, **options)
     raise InputError(f"{model}: unknown architecture {arch!r}")
+
+
+def _check_torch_device(device: str) -> None:
+    try:
+        import torch
+
+        torch.device(device)
+    except ImportError:
+        pass  # the backbone's own import reports the missing dependency
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, "
+                         f"...): {exc}") from None
 
 
 def _hub_architecture(repo_id: str) -> str:

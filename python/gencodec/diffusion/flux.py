@@ -23,8 +23,8 @@ import numpy as np
 
 from gencodec.diffusion import ddpm
 from gencodec.diffusion.base import Backbone, sha256_files
-from gencodec.diffusion.sd import (CONDITIONING_FILE, VaeLatents, load_conditioning,
-                                  resolve_folder, torch_dtype)
+from gencodec.diffusion.sd import (CONDITIONING_FILE, VaeLatents, component_files,
+                                  load_conditioning, resolve_folder, torch_dtype)
 
 
 def flow_sigma(abar_t: float) -> float:
@@ -93,7 +93,7 @@ class Flux(VaeLatents, FlowBackbone):
         prompt, pooled = load_conditioning(folder, cfg.joint_attention_dim,
                                            cfg.pooled_projection_dim, length=512)
         self.prompt, self.pooled = prompt.to(device, self.dtype), pooled.to(device, self.dtype)
-        files = [p for s in ("transformer", "vae") for p in (folder / s).iterdir() if p.is_file()]
+        files = [p for s in ("transformer", "vae") for p in component_files(folder, s)]
         self._sha = sha256_files(files + ([f] if f.is_file() else []),
                                  extra=f"guidance={guidance};{beta_schedule}".encode())
 

@@ -17,6 +17,7 @@ scheduler/ and the conditioning, so it does not depend on the device or dtype.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +28,42 @@ from gencodec.diffusion.base import Backbone, sha256_files
 SUBFOLDERS = ("unet", "vae", "scheduler")
 CONDITIONING_FILE = "gencodec_conditioning.safetensors"
 REFINER_T = 200
+WEIGHTS_NAME = "diffusion_pytorch_model"
+CONFIG_NAMES = ("config.json", "scheduler_config.json")
+
+
+def component_files(folder: Path, subfolder: str) -> list[Path]:
+    """The files diffusers' ``from_pretrained(folder, subfolder=...)`` reads (no
+    variant): the config and the weights, whole or sharded, safetensors before .bin.
+    Hub repos and clones also hold fp16 and non-EMA variants, .bin copies, ONNX files;
+    they change nothing, so they stay out of the fingerprint (a hub snapshot and a
+    ``save_pretrained`` copy of one model then have the same fingerprint) and out of
+    the download."""
+    d = folder / subfolder
+    files = [d / n for n in CONFIG_NAMES if (d / n).is_file()]
+    for ext in ("safetensors", "bin"):
+        single, index = d / f"{WEIGHTS_NAME}.{ext}", d / f"{WEIGHTS_NAME}.{ext}.index.json"
+        if single.is_file():
+            return files + [single]
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return files + [index] + [d / n for n in shards]
+    return files
 
 
 def resolve_folder(path: str | Path, subfolders=SUBFOLDERS) -> Path:
-    """A local folder for ``path``: itself, or the hub snapshot (``HF_HUB_OFFLINE``
-    makes this use the local cache only)."""
+    """A local folder for ``path``: itself, or the hub snapshot of the files that
+    :func:`component_files` names (``HF_HUB_OFFLINE`` makes this use the local cache
+    only)."""
     if Path(path).is_dir():
         return Path(path)
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", CONDITIONING_FILE, "diffc_profile.json"] + \
-        [f"{s}/*.json" for s in subfolders] + [f"{s}/*.safetensors" for s in subfolders]
+    patterns = ["model_index.json", CONDITIONING_FILE, "diffc_profile.json"]
+    for s in subfolders:
+        patterns += [f"{s}/{n}" for n in CONFIG_NAMES] + [
+            f"{s}/{WEIGHTS_NAME}.safetensors", f"{s}/{WEIGHTS_NAME}.safetensors.index.json",
+            f"{s}/{WEIGHTS_NAME}-*-of-*.safetensors"]
     return Path(snapshot_download(str(path), allow_patterns=patterns))
 
 
@@ -78,7 +104,7 @@ class _Unet:
             n_ids = (cfg.projection_class_embeddings_input_dim - pooled.shape[-1]) \
                 // cfg.addition_time_embed_dim
             self.pooled, self.n_ids = pooled.to(device, dtype), n_ids
-        self.files = [p for p in (folder / "unet").iterdir() if p.is_file()]
+        self.files = component_files(folder, "unet")
         if (folder / CONDITIONING_FILE).is_file():  # it changes the outputs too
             self.files.append(folder / CONDITIONING_FILE)
 
@@ -160,7 +186,7 @@ class StableDiffusion(VaeLatents, Backbone):
         self.min_side = self.pad_multiple
         self.max_side = max(2 * sample * self.vae_factor, 4 * self.pad_multiple)
         self.refiner = _Unet(resolve_folder(refiner), device, dtype) if refiner else None
-        files = [p for s in SUBFOLDERS for p in (folder / s).iterdir() if p.is_file()]
+        files = [p for s in SUBFOLDERS for p in component_files(folder, s)]
         files += [folder / CONDITIONING_FILE] if (folder / CONDITIONING_FILE).is_file() else []
         files += self.refiner.files if self.refiner else []
         self._sha = sha256_files(files)

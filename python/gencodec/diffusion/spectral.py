@@ -20,7 +20,8 @@ with A_ij, B_ij, v_ij the posterior coefficients of :mod:`gencodec.diffusion.ddp
 the reverse step has the *exact* covariance, not the DDPM posterior variance v_ij that
 a learned model uses, and the rate of DiffC on this model is the true negative
 log-likelihood bound of the Gaussian prior. It needs no training and runs on a CPU
-(two FFT-sized transforms per image).
+(two FFT-sized transforms per image); ``device="cuda"`` moves only the PFR coder to
+the GPU, which picks the same indices, so the stream is the same bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from scipy import fft
 
 from gencodec.diffusion import ddpm
 from gencodec.diffusion.base import Backbone, Gaussian, sha256_files
+from gencodec.errors import InputError
 
 ARCHITECTURE = "gaussian-spectral"
 WEIGHTS_FILE = "spectrum.safetensors"
@@ -48,8 +50,11 @@ class GaussianSpectral(Backbone):
     max_side = 4096
 
     def __init__(self, tensors: dict[str, np.ndarray], config: dict, name: str = ARCHITECTURE,
-                 sha256: bytes | None = None):
-        self.name = name
+                 sha256: bytes | None = None, device: str = "cpu"):
+        if str(device) not in ("cpu", "cuda", "cuda:0"):
+            raise InputError(f"{name}: device must be cpu or cuda (the PFR coder's; the "
+                             f"model itself runs in numpy), got {device!r}")
+        self.name, self.device = name, str(device)
         self.config = dict(config)
         self.freqs = np.asarray(tensors["freqs"], np.float64)
         self.log_power = np.asarray(tensors["log_power"], np.float64)
@@ -68,7 +73,8 @@ class GaussianSpectral(Backbone):
 
     # -- loading ---------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path, name: str | None = None) -> "GaussianSpectral":
+    def from_pretrained(cls, path: str | Path, name: str | None = None,
+                        device: str = "cpu") -> "GaussianSpectral":
         from safetensors.numpy import load_file
 
         path = Path(path)
@@ -77,7 +83,7 @@ class GaussianSpectral(Backbone):
             raise ValueError(f"{path}: not a {ARCHITECTURE} model")
         tensors = load_file(str(path / WEIGHTS_FILE))
         sha = sha256_files([path / WEIGHTS_FILE, path / CONFIG_FILE])
-        return cls(tensors, config, name=name or str(path), sha256=sha)
+        return cls(tensors, config, name=name or str(path), sha256=sha, device=device)
 
     def weights_sha256(self) -> bytes:
         if self._sha is None:  # built from tensors in memory: hash what they hold

@@ -1,6 +1,7 @@
 """Where the images of an evaluation come from.
 
-``--images`` takes a folder (every image file in it, sorted by name) or
+``--images`` takes a folder (every image file in it, sorted by name; hidden files and
+sub-folders are skipped) or
 ``skimage:NAME,NAME,...``: photos that ship inside scikit-image's wheel, so a clean
 clone can run an evaluation with nothing downloaded and no third-party image committed.
 ``skimage:photos`` names the six of :data:`SKIMAGE_PHOTOS`. ``--crop N`` takes the
@@ -75,7 +76,10 @@ def find_images(spec: str, crop: int | None = None) -> tuple[list[ImageSource], 
     folder = Path(spec)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (or use skimage:NAME,...)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    # hidden files are not images of the set: macOS's ._NAME.jpg resource forks, editors'
+    # and gencodec's own .NAME.part files
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".") and p.is_file())
     if not files:
         raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     stems = [p.stem for p in files]

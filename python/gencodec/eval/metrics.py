@@ -108,19 +108,24 @@ def ms_ssim(reference: np.ndarray, distorted: np.ndarray) -> float:
     return float(_piq("ms_ssim").multi_scale_ssim(x, y, data_range=1.0))
 
 
-def _piq_metric(submodule: str, function: str):
+def _piq_metric(submodule: str, function: str, min_side: int = 1):
     def metric(reference: np.ndarray, distorted: np.ndarray) -> float:
+        if min(np.shape(reference)[:2]) < min_side:  # piq would raise
+            return float("nan")
         fn = getattr(_piq(submodule), function)
         return float(fn(to_tensor(reference), to_tensor(distorted), data_range=1.0))
 
     metric.__name__ = function
-    metric.__doc__ = f"piq.{submodule}.{function} on [0, 1] RGB tensors."
+    metric.__doc__ = (f"piq.{submodule}.{function} on [0, 1] RGB tensors"
+                      + (f"; NaN below {min_side} pixels on a side." if min_side > 1 else "."))
     return metric
 
 
 gmsd = _piq_metric("gmsd", "gmsd")
-haarpsi = _piq_metric("haarpsi", "haarpsi")
-fsim = _piq_metric("fsim", "fsim")
+#: HaarPSI's coarsest Haar filter (3 scales) is 2^(3+1) = 16 pixels wide; FSIM's
+#: phase congruency needs two pixels a side.
+haarpsi = _piq_metric("haarpsi", "haarpsi", min_side=16)
+fsim = _piq_metric("fsim", "fsim", min_side=2)
 vsi = _piq_metric("vsi", "vsi")
 
 

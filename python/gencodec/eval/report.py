@@ -49,6 +49,11 @@ def write_report(out: Path, method: str = "akima") -> Path:
         "- **Rate**: bits per pixel of the codec's own bitstream (`bpp`); `bpp_stream` "
         "in the CSV adds the gencodec container header",
     ]
+    if s["missing"]:
+        parts += ["", f"**Incomplete**: {s['missing']} of {s['expected']} points are not in "
+                      "this folder yet (an interrupted or running `gencodec eval`; rerun it "
+                      "with the same arguments to finish). Means and BD-rates below cover "
+                      "the points present."]
     if run["unavailable"]:
         parts += ["", "Metrics that did not run here:", ""]
         parts += [f"- `{m}`: {text}. {run['unavailable_details'].get(m, '')}"

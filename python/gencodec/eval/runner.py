@@ -22,7 +22,9 @@ preprocessor; a point already on disk with every metric of the run is not recomp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import multiprocessing
 import os
@@ -101,16 +103,23 @@ class Task:
         return todo
 
 
-def read_points(path: Path, source: ImageSource | None = None) -> list[dict]:
-    """The points in a file; none if it is missing, unreadable or (given ``source``)
-    was made from another image source (another file or crop under the same name)."""
+def read_points_file(path: Path, source: dict) -> dict | None:
+    """A points file of ``source`` (an :class:`ImageSource` as a dict); None if it is
+    missing, unreadable (cut short, edited by hand) or was made from another image
+    source (another file or crop under the same name): its points are then redone."""
     try:
         doc = json.loads(path.read_text())
-        if source is not None and doc["source"] != dataclasses.asdict(source):
-            return []
-        return doc["points"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return []
+        if doc["source"] != source or not isinstance(doc["points"], list):
+            return None
+        return doc
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_points(path: Path, source: ImageSource) -> list[dict]:
+    """The points in a file of ``source`` (see :func:`read_points_file`)."""
+    doc = read_points_file(path, dataclasses.asdict(source))
+    return doc["points"] if doc else []
 
 
 def write_json(path: Path, obj) -> None:
@@ -138,10 +147,12 @@ def _preprocessed(task: Task, image: np.ndarray) -> tuple[np.ndarray, float]:
     base = Path(task.out, "preprocessed", slug(task.preprocess), task.image.name)
     png, meta = base.with_suffix(".png"), base.with_suffix(".json")
     source = dataclasses.asdict(task.image)
-    if png.is_file() and meta.is_file():
+    try:
         cached = json.loads(meta.read_text())
-        if cached.get("source") == source:
-            return load_image(png), cached["seconds"]
+        if cached["source"] == source:
+            return load_image(png), float(cached["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        pass  # not cached, or a damaged cache: preprocess again
     if task.preprocess not in _PREPROCESSORS:
         _PREPROCESSORS[task.preprocess] = load_preprocessor(task.preprocess)
     t0 = time.perf_counter()
@@ -211,14 +222,21 @@ def _init_worker() -> None:
 def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, list[float]]:
     """``["jpeg=10,50,90", "bpg=40,30"]`` or ``["10,50,90"]`` (every codec) -> settings,
     defaults (:data:`DEFAULT_QUALITIES`) for codecs not named."""
+    if not codecs:
+        raise InputError("--codecs: no codec named")
+    for codec in codecs:
+        get_codec(codec)  # an unknown name: InputError listing the known ones
     chosen: dict[str, list[float]] = {}
     for item in items or []:
         for part in filter(None, item.split(";")):
             name, sep, values = part.rpartition("=")
+            name = name.strip()
             try:
                 qs = [float(v) for v in values.split(",") if v.strip()]
             except ValueError:
                 raise InputError(f"--qualities {part!r}: not a list of numbers") from None
+            if not qs:
+                raise InputError(f"--qualities {part!r}: no settings after the '='")
             qs = [int(v) if v.is_integer() else v for v in qs]
             for codec in ([name] if sep else codecs):
                 if codec not in codecs:
@@ -231,10 +249,27 @@ def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, lis
             raise InputError(f"no default qualities for {codec}: give --qualities {codec}=...")
         qr = get_codec(codec).quality
         try:
-            out[codec] = [qr.check(q) for q in qs]
+            out[codec] = list(dict.fromkeys(qr.check(q) for q in qs))  # once each
         except InputError as exc:
             raise InputError(f"--qualities for {codec}: {exc}") from None
     return out
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold the results folder for one run: a second ``gencodec eval`` into the same
+    ``--out`` would delete the first one's temporary files and replace its run.json, so
+    it is refused. The lock (``flock``) goes with the process, a killed run included."""
+    fd = os.open(out / ".gencodec-eval.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{out}: another gencodec eval is writing to this folder; "
+                             "wait for it to finish or pick another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str], out: Path,
@@ -247,12 +282,16 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
         ok, why = get_codec(name).available()
         if not ok:
             raise InputError(f"codec {name} is not available here: {why}")
-    for spec in preprocess:  # fail before any work on a bad spec (learned: on first use)
-        if spec != NONE:
+    for spec in preprocess:  # fail before any work on a bad spec (a learned model is
+        if spec != NONE:     # only located here: each worker loads it on first use)
             from gencodec.filters.classic import is_classic
 
             if is_classic(spec):
                 load_preprocessor(spec)
+            else:
+                from gencodec.filters.model import check_spec
+
+                check_spec(spec)
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         raise InputError("two images have the same name")
@@ -263,34 +302,38 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
            "metrics": metrics, "unavailable": suite.unavailable,
            "unavailable_details": suite.details,
            "codec_backends": {c: get_codec(c).backend() for c in codecs}}
-    write_json(out / "run.json", run)
-    for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
-        stale.unlink()
-    tasks = [Task(im, pre, tuple(codecs), tuple((c, tuple(q)) for c, q in qualities.items()),
-                  tuple(metrics), str(out)) for im in images for pre in preprocess]
-    pending = [t for t in tasks if t.missing(suite.names)]
-    if progress and len(pending) < len(tasks):
-        print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} image x preprocessor "
-              f"tasks already done in {out}")
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(pending) or 1))
-    with tqdm(total=len(pending), desc="eval", unit="task", disable=not progress) as bar:
-        if jobs == 1:
-            for task in pending:
-                _run_named(task, weights_dir)
-                bar.update()
-        else:
-            # spawn: torch and fork do not mix. Workers ignore Ctrl-C; the parent stops
-            # them at once (finished points are on disk, written atomically).
-            pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_init_worker)
-            try:
-                for _ in pool.imap_unordered(_run_named_star, [(t, weights_dir) for t in pending]):
+    with exclusive(out):  # two runs into one folder would undo each other's work
+        write_json(out / "run.json", run)
+        for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
+            stale.unlink()
+        settings = tuple((c, tuple(q)) for c, q in qualities.items())
+        tasks = [Task(im, pre, tuple(codecs), settings, tuple(metrics), str(out))
+                 for im in images for pre in preprocess]
+        pending = [t for t in tasks if t.missing(suite.names)]
+        if progress and len(pending) < len(tasks):
+            print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} image x "
+                  f"preprocessor tasks already done in {out}")
+        jobs = max(1, min(jobs or os.cpu_count() or 1, len(pending) or 1))
+        with tqdm(total=len(pending), desc="eval", unit="task", disable=not progress) as bar:
+            if jobs == 1:
+                for task in pending:
+                    _run_named(task, weights_dir)
                     bar.update()
-                pool.close()
-            except BaseException:
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
+            else:
+                # spawn: torch and fork do not mix. Workers ignore Ctrl-C; the parent
+                # stops them at once (finished points are on disk, written atomically).
+                pool = multiprocessing.get_context("spawn").Pool(jobs,
+                                                                 initializer=_init_worker)
+                args = [(t, weights_dir) for t in pending]
+                try:
+                    for _ in pool.imap_unordered(_run_named_star, args):
+                        bar.update()
+                    pool.close()
+                except BaseException:
+                    pool.terminate()
+                    raise
+                finally:
+                    pool.join()
     return run
 
 

@@ -27,17 +27,27 @@ import numpy as np
 from gencodec.errors import InputError
 from gencodec.eval.bdrate import bd_rate
 from gencodec.eval.metrics import METRICS
-from gencodec.eval.runner import NONE, config_name, slug, write_json
+from gencodec.eval.runner import NONE, config_name, read_points_file, slug, write_json
 from gencodec.imageio import atomic_output
 
 TIMES = ("encoding_time", "decoding_time")
+INCOMPLETE = ("incomplete run: some settings are means over fewer images than others "
+              "(rerun gencodec eval with the same arguments to finish)")
 
 
 def load_run(out: Path) -> dict:
     path = Path(out) / "run.json"
     if not path.is_file():
         raise InputError(f"{out}: no run.json here (not a 'gencodec eval' results folder)")
-    return json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+        for key in ("dataset", "images", "codecs", "preprocess", "qualities", "metrics",
+                    "unavailable"):
+            run[key]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: damaged or not written by 'gencodec eval' ({exc}); "
+                         "rerun gencodec eval into this folder to rewrite it") from None
+    return run
 
 
 def available_metrics(run: dict) -> list[str]:
@@ -51,11 +61,9 @@ def load_rows(out: Path, run: dict) -> list[dict]:
         for codec in run["codecs"]:
             wanted = set(run["qualities"][codec])
             for im in run["images"]:
-                path = Path(out, "points", slug(pre), codec, f"{im['name']}.json")
-                if not path.is_file():
-                    continue
-                meta = json.loads(path.read_text())
-                if meta.get("source") != im:  # made from another file or crop
+                meta = read_points_file(
+                    Path(out, "points", slug(pre), codec, f"{im['name']}.json"), im)
+                if meta is None:  # not done yet, damaged, or from another file or crop
                     continue
                 for p in meta["points"]:
                     if p["quality"] in wanted:
@@ -175,6 +183,8 @@ def bd_table(run: dict, table: dict, method: str = "akima") -> dict:
                 cell = bd_rate(anchor["bpp"], anchor[metric], test["bpp"], test[metric],
                                higher_is_better=METRICS[metric].higher_is_better,
                                method=method).as_dict()
+                if set(anchor["images"] + test["images"]) != {len(run["images"])}:
+                    cell["note"] = "; ".join(filter(None, [cell["note"], INCOMPLETE]))
             cells.append(cell)
         rows.append({"dataset": run["dataset"], "metric": metric, "cells": cells})
     return {"anchor": NONE, "method": method, "rate": "bpp of the codec bitstream",
@@ -225,6 +235,9 @@ def summarize(out: Path, method: str = "akima") -> dict:
     write_json(out / "bdrate.json", bd)
     with atomic_output(out / "bdrate.md", force=True) as tmp:
         tmp.write_text(md)
-    return {"run": run, "rows": rows, "curves": table, "bd": bd, "bd_markdown": md,
+    expected = len(run["images"]) * len(run["preprocess"]) * sum(
+        len(run["qualities"][c]) for c in run["codecs"])
+    return {"run": run, "rows": rows, "missing": expected - len(rows), "expected": expected,
+            "curves": table, "bd": bd, "bd_markdown": md,
             "json": write_compressai_json(out, run, table), "csv": write_csv(out, run, rows),
             "plot": plot_curves(out, run, table)}

@@ -1,0 +1,115 @@
+"""'gencodec eval' and 'gencodec report' on what users get wrong and what crashes leave:
+bad names refused before any work, hidden files in an image folder, damaged resume
+state, partial results, and two runs into one folder."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gencodec.cli.main import main
+from gencodec.errors import InputError
+from gencodec.eval import runner
+from gencodec.eval.images import find_images
+
+ARGS = ["--codecs", "jpeg", "--qualities", "jpeg=20,40,60,80", "--metrics", "psnr-rgb",
+        "--jobs", "1"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Two small photos of different sizes (one grayscale) and the clutter real folders
+    hold: a text file, a macOS resource fork, a sub-folder with an image suffix."""
+    d = tmp_path / "images"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(d / "a.png")
+    Image.fromarray(rng.integers(0, 255, (33, 47), dtype=np.uint8)).save(d / "b.png")
+    (d / "notes.txt").write_text("not an image")
+    (d / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (d / "more.png").mkdir()
+    return d
+
+
+def _run(images, out, *extra):
+    return main(["eval", "--images", str(images), "--out", str(out), *ARGS, *extra])
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--codecs", "jpgg"], "unknown codec 'jpgg'"),
+    (["--codecs", ","], "--codecs: no codec named"),
+    (["--qualities", "jpeg="], "no settings after the '='"),
+    (["--preprocess", "none,no-such-model"], "model 'no-such-model': no such directory"),
+])
+def test_bad_names_are_refused_before_any_work(images, tmp_path, capsys, extra, message):
+    out = tmp_path / "res"
+    assert _run(images, out, *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_quality_names_may_have_spaces():
+    assert runner.parse_qualities(["jpeg = 30, 50,70,90"], ["jpeg", "webp"]) == {
+        "jpeg": [30, 50, 70, 90], "webp": runner.DEFAULT_QUALITIES["webp"]}
+    # a setting given twice is one point (it made a curve go back on itself)
+    assert runner.parse_qualities(["30,50,30.0,70"], ["jpeg"]) == {"jpeg": [30, 50, 70]}
+
+
+def test_hidden_files_and_folders_are_not_images(images):
+    sources, _ = find_images(str(images))
+    assert [s.name for s in sources] == ["a", "b"]
+
+
+@pytest.mark.slow  # two runs and two reports: ~4 s
+def test_damaged_resume_state_is_redone(images, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert _run(images, out) == 0
+    a = out / "points" / "none" / "jpeg" / "a.json"
+    good = json.loads(a.read_text())["points"]
+    a.write_text(a.read_text()[:70])  # a file cut short (written by hand, a full disk)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0  # skipped, and the page says so
+    page = (out / "report.md").read_text()
+    assert "**Incomplete**: 4 of 8 points" in page
+    assert _run(images, out) == 0  # the rerun redoes it
+    assert [p["bytes"] for p in json.loads(a.read_text())["points"]] == \
+        [p["bytes"] for p in good]
+    assert main(["report", str(out)]) == 0
+    assert "Incomplete" not in (out / "report.md").read_text()
+
+
+def test_report_on_empty_and_damaged_folders(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no run.json here" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text('{"dataset": "x", "ima')  # cut short
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run.json: damaged" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a run with a filter and the plots: ~4 s
+def test_partial_results_are_flagged_in_bd_rates(images, tmp_path):
+    out = tmp_path / "res"
+    assert _run(images, out, "--preprocess", "none,gblur") == 0
+    (out / "points" / "gblur" / "jpeg" / "b.json").unlink()  # a run stopped here
+    from gencodec.eval.summary import INCOMPLETE, summarize
+
+    s = summarize(out)
+    assert (s["missing"], s["expected"]) == (4, 16)
+    cell = next(r for r in s["bd"]["rows"] if r["metric"] == "psnr-rgb")["cells"][0]
+    assert INCOMPLETE in cell["note"]
+
+
+def test_a_second_run_into_the_same_folder_is_refused(images, tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    with runner.exclusive(out):  # a run in progress (in another process, in real life)
+        part = out / "points" / ".a.json.x.part.json"
+        part.parent.mkdir()
+        part.write_text("{}")  # its temporary file: not to be deleted under it
+        with pytest.raises(InputError, match="another gencodec eval is writing"):
+            runner.evaluate(find_images(str(images))[0], ["jpeg"], ["none"], out,
+                            qualities={"jpeg": [20, 40, 60, 80]}, metrics=["psnr-rgb"],
+                            dataset="d", jobs=1, progress=False)
+        assert part.exists() and not (out / "run.json").exists()
+    assert _run(images, out) == 0  # free again once the first run ends
