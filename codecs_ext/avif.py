@@ -13,6 +13,7 @@ class AvifCodec(PillowCodec):
     ``"420"`` (default), ``"422"`` or ``"444"`` (``"4:2:0"`` and the like too)."""
 
     name = "avif"
+    suffixes = (".avif",)
     pil_format = "AVIF"
     quality = QualityRange("quality", 0, 100, 60, higher_is_better=True)
     # libavif writes larger pictures, but its decoder refuses sides above 32768 by

@@ -81,6 +81,8 @@ class Codec(abc.ABC):
     max_coded_side: int | None = None
     #: Whether :meth:`payload` is a file other tools open (``encode --raw`` needs it).
     payload_is_standard: bool = True
+    #: File name suffixes of the payload as a file, the usual one first.
+    suffixes: tuple[str, ...] = ()
 
     # -- what subclasses provide -------------------------------------------------
     @abc.abstractmethod

@@ -47,6 +47,7 @@ class BpgCodec(Codec):
     forces (True) or forbids (False) the real tools (default: use them when found)."""
 
     name = "bpg"
+    suffixes = (".bpg",)
     quality = QualityRange("qp", 0, 51, 29, higher_is_better=False)
     pad_multiple = 8
 

@@ -10,6 +10,7 @@ class HeifCodec(PillowCodec):
     """HEIF with HEVC intra coding. ``chroma`` is ``"420"`` (default) or ``"444"``."""
 
     name = "heif"
+    suffixes = (".heic", ".heif")
     pil_format = "HEIF"
     # libheif pads odd sizes itself and records the true size (a clean-aperture box), so
     # the payload -- and ``gencodec encode --raw`` -- is a HEIF of exactly the input size.

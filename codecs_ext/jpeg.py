@@ -13,6 +13,7 @@ class JpegCodec(PillowCodec):
     (``"4:2:0"`` and the like are accepted too)."""
 
     name = "jpeg"
+    suffixes = (".jpg", ".jpeg", ".jfif")
     pil_format = "JPEG"
     quality = QualityRange("quality", 1, 100, 75, higher_is_better=True)
     max_coded_side = 65500  # libjpeg's JPEG_MAX_DIMENSION

@@ -10,6 +10,7 @@ class WebpCodec(PillowCodec):
     """Lossy WebP (VP8, 4:2:0). ``method`` 0..6 trades speed for size (default 6)."""
 
     name = "webp"
+    suffixes = (".webp",)
     pil_format = "WEBP"
     quality = QualityRange("quality", 0, 100, 75, higher_is_better=True)
     max_coded_side = 16383  # the VP8 / WebP container limit

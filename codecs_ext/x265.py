@@ -22,6 +22,7 @@ from gencodec.imageio import as_rgb_uint8
 
 class X265Codec(Codec):
     name = "x265"
+    suffixes = (".hevc", ".h265", ".265")
     quality = QualityRange("crf", 0, 51, 28, higher_is_better=False)
     pad_multiple = 8
     min_coded_size = _hevc.MIN_SAFE_SIZE

@@ -113,3 +113,30 @@ def test_a_second_run_into_the_same_folder_is_refused(images, tmp_path):
                             dataset="d", jobs=1, progress=False)
         assert part.exists() and not (out / "run.json").exists()
     assert _run(images, out) == 0  # free again once the first run ends
+
+
+def test_retrained_model_in_the_same_folder_is_new_work(images, tmp_path, capsys):
+    """Results are keyed by the model's contents, not its folder name: after the
+    weights in a model folder change, a rerun recomputes instead of reusing points."""
+    from gencodec.filters.tiny import tiny_compact
+
+    model = tmp_path / "model"
+    tiny_compact(seed=1).save_pretrained(model)
+    out = tmp_path / "res"
+    first_id = runner.preprocessor_identity(str(model))
+    assert first_id.startswith(f"{model}@sha256:")
+    assert runner.preprocessor_identity(str(model)) == first_id  # stable
+    assert runner.preprocessor_identity("nlmeans:s=5") == "nlmeans:s=5"
+    assert _run(images, out, "--preprocess", f"none,{model}") == 0
+    points = out / "points" / runner.slug(str(model)) / "jpeg" / "a.json"
+    before = json.loads(points.read_text())
+    assert before["preprocess_id"] == first_id
+    capsys.readouterr()
+    assert _run(images, out, "--preprocess", f"none,{model}") == 0  # same weights: resumed
+    assert "4 of 4 image x preprocessor tasks already done" in capsys.readouterr().out
+    tiny_compact(seed=2).save_pretrained(model)  # retrained, same folder
+    assert runner.preprocessor_identity(str(model)) != first_id
+    assert _run(images, out, "--preprocess", f"none,{model}") == 0
+    after = json.loads(points.read_text())
+    assert after["preprocess_id"] == runner.preprocessor_identity(str(model))
+    assert [p["bytes"] for p in after["points"]] != [p["bytes"] for p in before["points"]]

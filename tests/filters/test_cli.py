@@ -111,3 +111,20 @@ def test_preprocess_refuses_a_nonstandard_payload(compact_dir, photo, tmp_path, 
                  "--codec", "bpg", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "not ones other tools open" in err and not out.exists()
+
+
+@pytest.mark.parametrize("args,output,message", [
+    ([], "out.jpg", "written losslessly"),  # no codec: no silent JPEG at quality 75
+    (["--codec", "jpeg"], "out.png", "name it .jpg"),
+    (["--codec", "webp", "--save-preprocessed", "pre.webp"], "out.webp", "written losslessly"),
+])
+def test_preprocess_output_names_say_what_they_hold(tmp_path, photo, capsys, args, output,
+                                                    message):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    argv = ["preprocess", str(src), "--model", str(tmp_path / "no-model"),
+            "-o", str(tmp_path / output)]
+    assert main([*argv, *[str(tmp_path / a) if a.startswith("pre.") else a
+                         for a in args]]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

@@ -31,6 +31,33 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+#: Suffixes of lossy image files: the preprocessed image itself is never written so.
+_LOSSY = (".jpg", ".jpeg", ".jfif", ".webp", ".avif", ".heic", ".heif", ".bpg")
+
+
+def _check_suffixes(args) -> None:
+    """The output's name says what it holds: without --codec the preprocessed image is
+    written losslessly (a .jpg would silently add a JPEG at Pillow's quality 75), and
+    a codec's file gets that codec's suffix (not JPEG data in a .png)."""
+    from pathlib import Path
+
+    from gencodec.codecs_ext import get_codec
+
+    for name in filter(None, (None if args.codec else args.output, args.save_preprocessed)):
+        if Path(name).suffix.lower() in _LOSSY:
+            raise InputError(f"{name}: the preprocessed image is written losslessly; name it "
+                             ".png or .tif, or give --codec and --quality to encode it")
+    if args.codec:
+        from PIL import Image
+
+        suffix = Path(args.output).suffix.lower()
+        known = get_codec(args.codec).suffixes
+        image_suffix = suffix in _LOSSY or suffix in Image.registered_extensions()
+        if image_suffix and known and suffix not in known:  # other names: the user's call
+            raise InputError(f"{args.output}: a {args.codec} file would get the {suffix} "
+                             f"suffix; name it {known[0]}")
+
+
 def run(args) -> int:
     from gencodec.codecs_ext import IMAGE_CODECS, bits_per_pixel, get_codec
     from gencodec.filters.cli_options import require_model, runner_from_args
@@ -43,6 +70,7 @@ def run(args) -> int:
     # taken output, a bad codec option, an unreadable image
     require_model(args)
     check_output(args.output, args.force, inputs=[args.input])
+    _check_suffixes(args)
     if args.save_preprocessed:
         check_output(args.save_preprocessed, args.force,
                      inputs=[args.input, args.output])

@@ -15,6 +15,11 @@ Layout of a results folder (written as the run goes, so an interrupted run resum
     preprocessed/<pre>/<image>.png|.json  preprocessed image and its time
     points/<pre>/<codec>/<image>.json     the points of one image (resume state)
 
+Both kinds of state name the image source and the preprocessor's identity
+(:func:`preprocessor_identity`: a learned model's folder by the sha256 of its files), so
+a resumed run never reuses points of another crop or of retrained weights under the
+same name.
+
 :func:`gencodec.eval.summary.summarize` turns these into the CompressAI-style JSON,
 CSV, plots and BD-rate tables. Work is spread over processes, one task per image and
 preprocessor; a point already on disk with every metric of the run is not recomputed.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import multiprocessing
 import os
@@ -87,6 +93,11 @@ class Task:
     qualities: tuple[tuple[str, tuple[float, ...]], ...]  # codec -> settings
     metrics: tuple[str, ...]
     out: str
+    preprocess_id: str | None = None  # None: the spec itself (see preprocessor_identity)
+
+    @property
+    def identity(self) -> str:
+        return self.preprocess_id or self.preprocess
 
     def points_path(self, codec: str) -> Path:
         return Path(self.out, "points", slug(self.preprocess), codec, f"{self.image.name}.json")
@@ -95,7 +106,8 @@ class Task:
         """codec -> the qualities whose point is not on disk with every metric."""
         todo = {}
         for codec, qs in self.qualities:
-            done = {p["quality"] for p in read_points(self.points_path(codec), self.image)
+            done = {p["quality"] for p in read_points(self.points_path(codec), self.image,
+                                                      self.identity)
                     if all(m in p for m in metrics)}
             left = [q for q in qs if q not in done]
             if left:
@@ -103,23 +115,48 @@ class Task:
         return todo
 
 
-def read_points_file(path: Path, source: dict) -> dict | None:
-    """A points file of ``source`` (an :class:`ImageSource` as a dict); None if it is
-    missing, unreadable (cut short, edited by hand) or was made from another image
-    source (another file or crop under the same name): its points are then redone."""
+def read_points_file(path: Path, source: dict, identity: str) -> dict | None:
+    """A points file of ``source`` (an :class:`ImageSource` as a dict) under the
+    preprocessor ``identity``; None if it is missing, unreadable (cut short, edited by
+    hand), or was made from another image source (another file or crop under the same
+    name) or another preprocessor (a retrained model in the same folder): its points are
+    then redone."""
     try:
         doc = json.loads(path.read_text())
-        if doc["source"] != source or not isinstance(doc["points"], list):
+        if doc["source"] != source or doc.get("preprocess_id") != identity \
+                or not isinstance(doc["points"], list):
             return None
         return doc
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def read_points(path: Path, source: ImageSource) -> list[dict]:
+def read_points(path: Path, source: ImageSource, identity: str) -> list[dict]:
     """The points in a file of ``source`` (see :func:`read_points_file`)."""
-    doc = read_points_file(path, dataclasses.asdict(source))
+    doc = read_points_file(path, dataclasses.asdict(source), identity)
     return doc["points"] if doc else []
+
+
+def preprocessor_identity(spec: str) -> str:
+    """What a preprocessor's results depend on: the spec itself for ``none``, classic
+    filters and hub ids; for a model folder, the spec plus the sha256 of every file in
+    it (names and contents), so retrained weights under the same name are new work."""
+    from gencodec.filters.classic import is_classic
+
+    if spec == NONE or is_classic(spec):
+        return spec
+    from gencodec.filters.model import check_spec
+
+    folder = Path(check_spec(spec)).expanduser()
+    if not folder.is_dir():
+        return spec
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return f"{spec}@sha256:{digest.hexdigest()}"
 
 
 def write_json(path: Path, obj) -> None:
@@ -149,21 +186,21 @@ def _preprocessed(task: Task, image: np.ndarray) -> tuple[np.ndarray, float]:
     source = dataclasses.asdict(task.image)
     try:
         cached = json.loads(meta.read_text())
-        if cached["source"] == source:
+        if cached["source"] == source and cached.get("preprocess_id") == task.identity:
             return load_image(png), float(cached["seconds"])
     except (OSError, ValueError, KeyError, TypeError, InputError):
         pass  # not cached, or a damaged cache: preprocess again
-    if task.preprocess not in _PREPROCESSORS:
-        _PREPROCESSORS[task.preprocess] = load_preprocessor(task.preprocess)
+    if task.identity not in _PREPROCESSORS:  # by identity: retrained weights reload
+        _PREPROCESSORS[task.identity] = load_preprocessor(task.preprocess)
     t0 = time.perf_counter()
-    out = np.asarray(_PREPROCESSORS[task.preprocess](image))
+    out = np.asarray(_PREPROCESSORS[task.identity](image))
     seconds = time.perf_counter() - t0
     if out.shape != image.shape or out.dtype != np.uint8:
         raise GencodecError(f"preprocessor {task.preprocess!r} returned {out.shape} "
                             f"{out.dtype} for a {image.shape} uint8 image")
     png.parent.mkdir(parents=True, exist_ok=True)
     save_image(png, out, force=True)
-    write_json(meta, {"seconds": seconds, "source": source})
+    write_json(meta, {"seconds": seconds, "source": source, "preprocess_id": task.identity})
     return out, seconds
 
 
@@ -191,7 +228,7 @@ def run_task(task: Task, weights_dir: str | None = None) -> int:
     for codec_name, qualities in todo.items():
         codec = get_codec(codec_name)
         path = task.points_path(codec_name)
-        points = {p["quality"]: p for p in read_points(path, task.image)}
+        points = {p["quality"]: p for p in read_points(path, task.image, task.identity)}
         for q in qualities:
             data, decoded, enc_s, dec_s = _code(codec, source, q)
             payload = codec.payload(data)
@@ -202,7 +239,7 @@ def run_task(task: Task, weights_dir: str | None = None) -> int:
                          "encoding_time": enc_s, "decoding_time": dec_s}
             computed += 1
         write_json(path, {"image": task.image.name, "source": dataclasses.asdict(task.image),
-                          "preprocess": task.preprocess,
+                          "preprocess": task.preprocess, "preprocess_id": task.identity,
                           "codec": codec_name, "width": w, "height": h,
                           "preprocess_time": pre_seconds,
                           "points": sorted(points.values(), key=lambda p: p["quality"])})
@@ -292,13 +329,15 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
                 from gencodec.filters.model import check_spec
 
                 check_spec(spec)
+    identities = {spec: preprocessor_identity(spec) for spec in preprocess}
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         raise InputError("two images have the same name")
     suite = MetricSuite(metrics, weights_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = {"dataset": dataset, "images": [dataclasses.asdict(im) for im in images],
-           "codecs": codecs, "preprocess": preprocess, "qualities": qualities,
+           "codecs": codecs, "preprocess": preprocess, "preprocess_ids": identities,
+           "qualities": qualities,
            "metrics": metrics, "unavailable": suite.unavailable,
            "unavailable_details": suite.details,
            "codec_backends": {c: get_codec(c).backend() for c in codecs}}
@@ -307,7 +346,8 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
         for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
             stale.unlink()
         settings = tuple((c, tuple(q)) for c, q in qualities.items())
-        tasks = [Task(im, pre, tuple(codecs), settings, tuple(metrics), str(out))
+        tasks = [Task(im, pre, tuple(codecs), settings, tuple(metrics), str(out),
+                      identities[pre])
                  for im in images for pre in preprocess]
         pending = [t for t in tasks if t.missing(suite.names)]
         if progress and len(pending) < len(tasks):

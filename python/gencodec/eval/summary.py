@@ -58,11 +58,13 @@ def load_rows(out: Path, run: dict) -> list[dict]:
     """Every point of the run's settings, one dict per image x config x quality."""
     rows = []
     for pre in run["preprocess"]:
+        identity = run.get("preprocess_ids", {}).get(pre, pre)
         for codec in run["codecs"]:
             wanted = set(run["qualities"][codec])
             for im in run["images"]:
                 meta = read_points_file(
-                    Path(out, "points", slug(pre), codec, f"{im['name']}.json"), im)
+                    Path(out, "points", slug(pre), codec, f"{im['name']}.json"), im,
+                    identity)
                 if meta is None:  # not done yet, damaged, or from another file or crop
                     continue
                 for p in meta["points"]:
