@@ -31,28 +31,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-#: Suffixes of lossy image files: the preprocessed image itself is never written so.
-_LOSSY = (".jpg", ".jpeg", ".jfif", ".webp", ".avif", ".heic", ".heif", ".bpg")
-
-
 def _check_suffixes(args) -> None:
     """The output's name says what it holds: without --codec the preprocessed image is
     written losslessly (a .jpg would silently add a JPEG at Pillow's quality 75), and
     a codec's file gets that codec's suffix (not JPEG data in a .png)."""
     from pathlib import Path
 
-    from gencodec.codecs_ext import get_codec
+    from PIL import Image
 
+    from gencodec.codecs_ext import CODECS, IMAGE_CODECS
+
+    lossy = {s for name in IMAGE_CODECS for s in CODECS[name].suffixes}  # the stock codecs
     for name in filter(None, (None if args.codec else args.output, args.save_preprocessed)):
-        if Path(name).suffix.lower() in _LOSSY:
+        if Path(name).suffix.lower() in lossy:
             raise InputError(f"{name}: the preprocessed image is written losslessly; name it "
                              ".png or .tif, or give --codec and --quality to encode it")
     if args.codec:
-        from PIL import Image
-
         suffix = Path(args.output).suffix.lower()
-        known = get_codec(args.codec).suffixes
-        image_suffix = suffix in _LOSSY or suffix in Image.registered_extensions()
+        known = CODECS[args.codec].suffixes
+        image_suffix = suffix in lossy or suffix in Image.registered_extensions()
         if image_suffix and known and suffix not in known:  # other names: the user's call
             raise InputError(f"{args.output}: a {args.codec} file would get the {suffix} "
                              f"suffix; name it {known[0]}")

@@ -319,16 +319,14 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
         ok, why = get_codec(name).available()
         if not ok:
             raise InputError(f"codec {name} is not available here: {why}")
-    for spec in preprocess:  # fail before any work on a bad spec (a learned model is
-        if spec != NONE:     # only located here: each worker loads it on first use)
-            from gencodec.filters.classic import is_classic
+    from gencodec.filters.classic import is_classic
 
-            if is_classic(spec):
-                load_preprocessor(spec)
-            else:
-                from gencodec.filters.model import check_spec
-
-                check_spec(spec)
+    # fail before any work on a bad spec: classic filters are built once to check their
+    # options; a learned model is only located here (preprocessor_identity raises on a
+    # bad one) and each worker loads it on first use
+    for spec in preprocess:
+        if is_classic(spec):
+            load_preprocessor(spec)
     identities = {spec: preprocessor_identity(spec) for spec in preprocess}
     names = [im.name for im in images]
     if len(set(names)) != len(names):
