@@ -24,6 +24,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "note: ffmpeg not found and cannot be installed here; pipe tests will skip"; fi; }
+	@pkg-config --exists x265 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libx265-dev >/dev/null; \
+	  else echo "note: libx265-dev missing; build/ffmpeg-torch will have no libx265"; fi; }
 
 # An FFmpeg with the LibTorch back end of dnn_processing, to run the TorchScript export
 # inside FFmpeg (tests/filters/test_dnn_processing.py). Built from Debian's signed
@@ -31,7 +35,8 @@ system-deps:
 FFMPEG_TORCH := build/ffmpeg-torch/ffmpeg
 
 ffmpeg-torch: $(STAMP)
-	@[ -x $(FFMPEG_TORCH) ] && [ $(FFMPEG_TORCH) -nt $(STAMP) ] || \
+	@[ -x $(FFMPEG_TORCH) ] && [ $(FFMPEG_TORCH) -nt $(STAMP) ] && \
+	  [ $(FFMPEG_TORCH) -nt scripts/build_ffmpeg_torch.sh ] || \
 	  scripts/build_ffmpeg_torch.sh $(PY) $(dir $(FFMPEG_TORCH)) || \
 	  echo "note: FFmpeg with libtorch could not be built; the dnn_processing tests will skip"
 

@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 """DiffC timings and rate-distortion.
 
+Coder paths (CPU): encode and decode of astronaut 512x512 with the embedded model at
+16 steps, end to end, through the per-chunk coder (the numpy checks and KL, one native
+call per chunk: the code before the whole-step coder) and through the whole-step
+coder (one native call per step), alternated in the same run: median wall and CPU
+seconds and their ratios, and a check that both write the same stream.
+
 CPU: the embedded gaussian-spectral model on astronaut 512x512: encode and decode
 seconds, bits per pixel and PSNR of each reconstruction (DiffC-F ddim, DiffC-A, x0),
 against JPEG at the same bpp (the ratio columns are measured in the same run).
@@ -10,13 +16,16 @@ timing is the same as the real weights') at 512x768: seconds per model evaluatio
 per RCC step, and the encode/decode times they imply for the paper's step counts
 (Table 1, SD 2.1 on an A40: encode 0.6-8.8 s, decode 2.8-8.2 s).
 
-    python benchmarks/diffc.py [--json out.json] [--sd21]
+    python benchmarks/diffc.py [--json out.json] [--sd21] [--no-rd] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import statistics
 import time
 
 import numpy as np
@@ -25,6 +34,72 @@ import numpy as np
 def psnr(a, b) -> float:
     mse = np.mean((a.astype(np.float64) - b) ** 2)
     return float(10 * np.log10(255 ** 2 / mse))
+
+
+@contextlib.contextmanager
+def per_chunk_coder():
+    """DiffC through the per-chunk coder: numpy checks and KL, one native call per chunk."""
+    from gencodec import rcc
+
+    def numpy_kl_bits(mu_q, sigma_q, mu_p, sigma_p):
+        mq, sq, mp, sp, _ = rcc._gaussians(mu_q, sigma_q, mu_p, sigma_p)
+        return float(rcc._kl_bits_per_dim(mq, sq, mp, sp).sum())
+
+    saved = rcc.encode_step, rcc.decode_step, rcc.gaussian_kl_bits
+    rcc.encode_step, rcc.decode_step = rcc.encode_step_per_chunk, rcc.decode_step_per_chunk
+    rcc.gaussian_kl_bits = numpy_kl_bits
+    try:
+        yield
+    finally:
+        rcc.encode_step, rcc.decode_step, rcc.gaussian_kl_bits = saved
+
+
+def _clock(fn):
+    """(result, wall seconds, CPU seconds of this process, all threads)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def coder_paths(steps: int = 16, repeats: int = 3) -> dict:
+    """Per-chunk vs whole-step coder, end to end, alternated ``repeats`` times."""
+    from skimage import data
+
+    from gencodec import rcc
+    from gencodec.codecs_ext import get_codec
+
+    image = data.astronaut()
+    times = {f"{p}_{op}_{k}": [] for p in ("per_chunk", "whole_step")
+             for op in ("encode", "decode") for k in ("wall", "cpu")}
+    streams = {}
+    print(f"coder paths: astronaut 512x512, embedded model, {steps} steps, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, kernel {rcc.cpu_kernel()}",
+          flush=True)
+    for rep in range(repeats + 1):  # the first round warms up (not counted)
+        for path in ("per_chunk", "whole_step"):
+            with per_chunk_coder() if path == "per_chunk" else contextlib.nullcontext():
+                codec = get_codec("diffc")  # a fresh codec: no cached payload
+                stream, ew, ec = _clock(lambda: codec.encode(image, quality=steps))
+                _, dw, dc = _clock(lambda: codec.decode(stream))
+            streams[path] = stream
+            if rep:
+                for key, v in (("encode_wall", ew), ("encode_cpu", ec), ("decode_wall", dw),
+                               ("decode_cpu", dc)):
+                    times[f"{path}_{key}"].append(v)
+    if streams["per_chunk"] != streams["whole_step"]:
+        raise SystemExit("the two coders wrote different streams")
+    out = {"steps": steps, "repeats": repeats, "bytes": len(streams["whole_step"]),
+           "load_after": os.getloadavg()[0], "same_stream": True}
+    out.update({k: statistics.median(v) for k, v in times.items()})
+    print(f"{'':8} {'per-chunk s':>12} {'whole-step s':>13} {'ratio':>7}   (wall; CPU in brackets)")
+    for op in ("encode", "decode"):
+        a, b = out[f"per_chunk_{op}_wall"], out[f"whole_step_{op}_wall"]
+        ac, bc = out[f"per_chunk_{op}_cpu"], out[f"whole_step_{op}_cpu"]
+        out[f"{op}_ratio_wall"], out[f"{op}_ratio_cpu"] = a / b, ac / bc
+        print(f"{op:8} {a:12.2f} {b:13.2f} {a / b:6.2f}x   ({ac:.2f} / {bc:.2f} CPU s, "
+              f"{ac / bc:.2f}x)", flush=True)
+    print(f"same stream ({out['bytes']} bytes); load {out['load_after']:.2f} at the end")
+    return out
 
 
 def cpu_rd(qualities: list[int]) -> list[dict]:
@@ -117,6 +192,12 @@ def gpu_sd21(height: int = 512, width: int = 768, reps: int = 10) -> dict:
         out["rcc_step_s"] = timed(lambda: rcc.encode_step(mu_q, sigma, mu_p, sigma, seed=0,
                                                           step=0, chunk_bits=16,
                                                           device="cuda"), 3)
+        out["rcc_chunks"] = rcc.encode_step(mu_q, sigma, mu_p, sigma, seed=0, step=0,
+                                            chunk_bits=16)[0].n_chunks
+        out["rcc_step_per_chunk_s"] = timed(lambda: rcc.encode_step_per_chunk(
+            mu_q, sigma, mu_p, sigma, seed=0, step=0, chunk_bits=16, device="cuda"), 3)
+        out["rcc_step_cpu_s"] = timed(lambda: rcc.encode_step(mu_q, sigma, mu_p, sigma, seed=0,
+                                                              step=0, chunk_bits=16), 1)
         for steps in (12, 54, 163):
             out[f"encode_{steps}_steps_s"] = (out["vae_encode_s"] + steps * out["unet_step_s"]
                                               + out["rcc_step_s"] * steps)
@@ -132,13 +213,17 @@ def main() -> int:
     ap.add_argument("--qualities", default="", help="steps to encode (default: 6 points)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--sd21", action="store_true", help="GPU timings of SD 2.1 (CUDA)")
+    ap.add_argument("--no-rd", action="store_true", help="skip the rate-distortion sweep")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of the coder-path timing")
     args = ap.parse_args()
     from gencodec.codecs_ext import get_codec
 
-    n = get_codec("diffc").profile.num_steps
-    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
-        sorted({max(1, round(n * f)) for f in (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)})
-    results = {"cpu_gaussian_spectral_astronaut_512": cpu_rd(qualities)}
+    results = {"coder_paths_astronaut_512_16_steps": coder_paths(16, args.repeats)}
+    if not args.no_rd:
+        n = get_codec("diffc").profile.num_steps
+        qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else \
+            sorted({max(1, round(n * f)) for f in (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)})
+        results["cpu_gaussian_spectral_astronaut_512"] = cpu_rd(qualities)
     if args.sd21:
         results["gpu_sd21_512x768"] = gpu_sd21()
     if args.json:

@@ -84,8 +84,8 @@ def decode_frames(data: bytes, colour: ColourModel) -> list[np.ndarray]:
             return [f.to_ndarray(format="rgb24", src_colorspace=colour.colorspace,
                                  src_color_range=colour.color_range)
                     for f in inp.decode(video=0)]
-    except av.FFmpegError as exc:
-        raise BitstreamError(f"HEVC stream does not decode: {exc}") from None
+    except av.FFmpegError as exc:  # its str() is "[Errno N] text: '<none>'"
+        raise BitstreamError(f"HEVC stream does not decode: {exc.strerror or exc}") from None
 
 
 def coded_size(width: int, height: int) -> tuple[int, int]:

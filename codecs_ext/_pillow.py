@@ -26,7 +26,13 @@ class PillowCodec(Codec):
         return buf.getvalue()
 
     def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
-        with Image.open(io.BytesIO(payload)) as im:
+        try:
+            opened = Image.open(io.BytesIO(payload))
+        except Image.UnidentifiedImageError:  # its message names a BytesIO object
+            raise BitstreamError(f"{self.name}: payload is empty" if not payload else
+                                 f"{self.name}: payload ({len(payload)} bytes) is not a "
+                                 f"readable {self.pil_format} file (damaged?)") from None
+        with opened as im:
             if im.format != self.pil_format:
                 raise BitstreamError(f"{self.name}: payload is {im.format}, not {self.pil_format}")
             # Check the size before decoding: a crafted payload must not make us

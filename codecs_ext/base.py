@@ -83,6 +83,9 @@ class Codec(abc.ABC):
     payload_is_standard: bool = True
     #: File name suffixes of the payload as a file, the usual one first.
     suffixes: tuple[str, ...] = ()
+    #: Constructor options that change decoding; the others only shape the encoder,
+    #: whose choices the stream records (``decode -O subsampling=444`` is refused).
+    decoder_options: tuple[str, ...] = ()
 
     # -- what subclasses provide -------------------------------------------------
     @abc.abstractmethod
@@ -100,6 +103,12 @@ class Codec(abc.ABC):
     def available(self) -> tuple[bool, str]:
         """Whether the codec can run on this machine, and why not."""
         return True, ""
+
+    def rd_settings(self) -> list[float] | None:
+        """The settings an R-D curve samples when none are given, low to high quality,
+        for codecs whose range depends on the instance (a DiffC profile); None for the
+        others (``gencodec.eval.runner.DEFAULT_QUALITIES`` has theirs)."""
+        return None
 
     # -- the public interface ---------------------------------------------------
     def encode(self, image: np.ndarray, quality: float | None = None) -> bytes:
@@ -213,6 +222,9 @@ class BppResult:
     bpp: float
     data: bytes
     reachable: bool = True
+    #: (setting, bpp) of the adjacent settings whose rates bracket the target: the
+    #: closest any setting gets (empty when the target is out of reach)
+    bracket: tuple[tuple[float, float], ...] = ()
 
 
 def check_target_bpp(target_bpp: float) -> float:
@@ -258,4 +270,5 @@ def find_quality_for_bpp(codec: Codec, image: np.ndarray, target_bpp: float, *,
             else:
                 hi = mid
     best = min(cache.values(), key=lambda r: abs(r.bpp - target_bpp))
-    return dataclasses.replace(best, reachable=reachable)
+    bracket = tuple((at(i).quality, at(i).bpp) for i in (lo, hi)) if reachable else ()
+    return dataclasses.replace(best, reachable=reachable, bracket=bracket)

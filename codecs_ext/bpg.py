@@ -93,6 +93,8 @@ class BpgCodec(Codec):
 
     # -- decoding ----------------------------------------------------------------
     def _decode_payload(self, payload: bytes, width: int, height: int) -> np.ndarray:
+        if not payload:
+            raise BitstreamError("bpg: payload is empty")
         if payload.startswith(BPG_MAGIC):
             return self._run_bpgdec(payload)
         if payload[:1] != FALLBACK_TAG or len(payload) < 4 or payload[1] not in (0, 1):

@@ -39,6 +39,9 @@ from gencodec.errors import BitstreamError, InputError
 
 #: The default quality is the first step that reaches t <= DEFAULT_T.
 DEFAULT_T = 100
+#: R-D curves sample the first steps reaching these t by default (among the paper's
+#: evaluation points, 900..100 and 90..10).
+RD_TIMESTEPS = (500, 200, 100, 50, 20)
 
 
 def resolve_profile(model: str, backbone, profile: str | Path | None):
@@ -70,6 +73,8 @@ class DiffcCodec(Codec):
     progressive = True
     #: the payload is only meaningful inside the container (size, model fingerprint)
     payload_is_standard = False
+    #: ``seed`` is the encoder's: the stream carries it
+    decoder_options = ("model", "profile", "recon", "device", "refiner")
 
     def __init__(self, model: str | None = None, profile: str | None = None,
                  recon: str | None = None, device: str = "cpu", seed: int = 0,
@@ -96,6 +101,35 @@ class DiffcCodec(Codec):
         ts = self.profile.timesteps
         default = next((k + 1 for k, t in enumerate(ts) if t <= DEFAULT_T), len(ts))
         self.quality = QualityRange("steps", 1, len(ts), default, higher_is_better=True)
+
+    def first_step_at(self, t: int) -> int:
+        """The first step (1-based) whose x_t has a timestep <= ``t`` (the last step if
+        none has)."""
+        ts = self.profile.timesteps
+        return next((k + 1 for k, tk in enumerate(ts) if tk <= t), len(ts))
+
+    def rd_settings(self) -> list[int]:
+        """The steps reaching t <= :data:`RD_TIMESTEPS` (five points of the paper's
+        curves); evenly spread steps when the profile has too few distinct ones."""
+        steps = list(dict.fromkeys(self.first_step_at(t) for t in RD_TIMESTEPS))
+        if len(steps) < 4:
+            n = self.profile.num_steps
+            steps = sorted({int(round(v)) for v in np.linspace(1, n, min(n, 5))})
+        return steps
+
+    def coded_steps(self, data: bytes) -> int:
+        """How many coding steps are complete in ``data``, a stream or a prefix of one
+        (what ``decode(data, max_bytes=len(data))`` uses)."""
+        from gencodec.diffc import bitstream
+
+        stream = container.unpack(data, codec=self.name, allow_prefix=True)
+        return len(bitstream.read_payload(stream.payload, prefix=True).segments)
+
+    def describe_steps(self, steps: int) -> str:
+        """``"3 of 20 steps (x_t at t=800)"``."""
+        ts = self.profile.timesteps
+        where = f"x_t at t={ts[steps - 1]}" if steps else "no step: from the prior"
+        return f"{steps} of {len(ts)} steps ({where})"
 
     def backend(self) -> str:
         return f"DiffC on {self.backbone.name} ({self.profile.num_steps} steps, " \
@@ -202,3 +236,31 @@ class DiffcCodec(Codec):
         except Exception as exc:  # the payload passed its CRCs but does not decode
             raise BitstreamError(f"{self.name}: payload does not decode: {exc}") from None
         return np.ascontiguousarray(out[:h, :w])
+
+
+def describe_stream(data: bytes, options: dict) -> list[tuple[str, str]]:
+    """What ``gencodec info`` shows of a DiffC stream, as (label, text) rows: its coding
+    steps and seed, and the model and profile its fingerprint names. Tried: the decoder
+    ``options`` given (``model``, ``profile``, ...), else each embedded model with its
+    own profile."""
+    from gencodec.diffc import bitstream
+    from gencodec.diffusion import DEFAULT_MODEL, registered_backbones
+
+    stream = container.unpack(data, codec=DiffcCodec.name)
+    payload = bitstream.read_payload(stream.payload)
+    steps = len(payload.segments)
+    rows = [("steps", f"{steps} coded, seed {payload.seed}")]
+    candidates = [options] if options else [{"model": m} for m in registered_backbones()]
+    tried = []
+    for opts in candidates:
+        codec = DiffcCodec(**opts)
+        if codec.fingerprint == stream.header.fingerprint:
+            rows += [("model", f"{codec.backbone.name}, {codec.profile_source} (fingerprint "
+                               "matches)"),
+                     ("profile", codec.describe_steps(steps))]
+            return rows
+        tried.append(f"{codec.backbone.name} with {codec.profile_source}")
+    hint = "the --model and -O profile= it was encoded with" if options else \
+        f"--model and -O profile= (default model: {DEFAULT_MODEL})"
+    rows.append(("model", f"unknown: not {' or '.join(tried)}; decoding needs {hint}"))
+    return rows

@@ -7,7 +7,9 @@
 * :class:`FrameRunner` (:mod:`.runner`) -- tiled (overlap, feathered blending),
   padded, batched inference on any frame size, over a back end (:mod:`.backends`:
   PyTorch CPU/CUDA, ONNX Runtime CPU/CUDA).
-* :class:`PreprocessFilter` and :func:`transcode` (:mod:`.pyav`) -- PyAV integration.
+* :class:`PreprocessFilter` and :func:`transcode` (:mod:`.pyav`) -- PyAV integration;
+  :mod:`.picture` reads what the first frame says (colour, rotation, ICC profile),
+  :mod:`.encoder` checks the encoder options.
 * :mod:`.pipe` -- rawvideo stdin -> stdout for FFmpeg pipelines.
 * :mod:`.export` -- TorchScript (FFmpeg ``dnn_processing``, LibTorch) and ONNX.
 

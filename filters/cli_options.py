@@ -6,13 +6,23 @@ from __future__ import annotations
 import argparse
 
 from gencodec.errors import InputError
+from gencodec.models import DEFAULT_PREPROCESSOR, NoDefaultModel, default_preprocessor_path
 
 
-def add_model_argument(p: argparse.ArgumentParser, *aliases: str) -> None:
+#: The ``--model`` value that means "no preprocessing" where a command allows it
+#: (transcode: plain encoding); a model directory of that name is ``./none``.
+NO_MODEL = "none"
+
+
+def add_model_argument(p: argparse.ArgumentParser, *aliases: str,
+                       allow_none: bool = False) -> None:
+    none = (f"; '{NO_MODEL}': no preprocessing, the stock encoder alone (a directory of "
+            f"that name: ./{NO_MODEL})") if allow_none else ""
     p.add_argument("--model", "-m", *aliases, dest="model", metavar="ID|DIR",
                    help="preprocessing model: a directory made by save_pretrained, a "
-                        "diffusers one-step model with prompt_embeds.safetensors, or a hub "
-                        "id (required: no trained default ships yet)")
+                        "diffusers one-step model with prompt_embeds.safetensors, a registry "
+                        "id or a hub id (default: the embedded default model, "
+                        f"{DEFAULT_PREPROCESSOR}, its sha256 checked){none}")
 
 
 def add_runner_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,17 +36,27 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile", type=int, default=512,
                    help="tile side in pixels; bounds memory (default: 512)")
     g.add_argument("--overlap", type=int, default=None,
-                   help="tile overlap in pixels (default: 4x the receptive field, or 128)")
+                   help="tile overlap in pixels (default: 4x the receptive field, or "
+                        "128, at most half the tile)")
     g.add_argument("--batch", type=int, default=4,
                    help="tiles per model call; video frames are also filtered this many at "
                         "a time (default: 4)")
 
 
-def require_model(args) -> str:
+def require_model(args, allow_none: bool = False) -> str:
+    """The --model value, or without one the folder of the embedded default model (its
+    sha256 checked against the registry); refused before any work when no default is
+    installed, or ``none`` where the command needs a model (what it names is checked
+    when it loads)."""
     if not getattr(args, "model", None):
-        from gencodec.filters.model import NO_MODEL_MESSAGE  # imports torch: only here
-
-        raise InputError(NO_MODEL_MESSAGE)
+        try:
+            return str(default_preprocessor_path())
+        except NoDefaultModel as exc:
+            raise InputError(str(exc) + (f", or --model {NO_MODEL} to encode without "
+                                         "preprocessing" if allow_none else "")) from None
+    if args.model == NO_MODEL and not allow_none:
+        raise InputError(f"--model {NO_MODEL}: this command needs a preprocessing model "
+                         f"(a directory named {NO_MODEL}: ./{NO_MODEL})")
     return args.model
 
 

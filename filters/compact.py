@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gencodec.errors import InputError
-from gencodec.filters.model import FrameModel, read_config, write_config
+from gencodec.filters.model import CONFIG_NAME, FrameModel, read_config, write_config
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -89,16 +89,45 @@ class CompactFilterNet(FrameModel):
     def from_pretrained(cls, directory: str | os.PathLike, **_) -> "CompactFilterNet":
         d = Path(directory)
         cfg = read_config(d)
-        fields = {f.name for f in dataclasses.fields(CompactConfig)}
+        values = {}
+        for f in dataclasses.fields(CompactConfig):
+            v = cfg.get(f.name, f.default)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InputError(f"{d / CONFIG_NAME}: bad compact config: {f.name} must be "
+                                 f"a whole number, not {v!r}")
+            values[f.name] = v
         try:
-            model = cls(**{k: v for k, v in cfg.items() if k in fields})
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{d}: bad compact config: {exc}") from None
+            model = cls(**values)
+        except ValueError as exc:
+            raise InputError(f"{d / CONFIG_NAME}: bad compact config: {exc}") from None
         weights = d / WEIGHTS_NAME
         if not weights.is_file():
             raise InputError(f"{d}: no {WEIGHTS_NAME}")
         try:
-            model.load_state_dict(load_file(str(weights)))
-        except (RuntimeError, OSError, SafetensorError) as exc:
-            raise InputError(f"{weights}: weights do not fit the config: {exc}") from None
+            state = load_file(str(weights))
+        except (OSError, SafetensorError) as exc:
+            raise InputError(f"{weights}: unreadable weights: {exc}") from None
+        mismatch = _state_mismatch(model.state_dict(), state)
+        if mismatch:
+            config = ", ".join(f"{k}={v}" for k, v in values.items())
+            raise InputError(f"{weights}: weights do not fit the config ({config}): {mismatch}")
+        model.load_state_dict(state)
         return model.eval()
+
+
+def _state_mismatch(want: dict, got: dict) -> str:
+    """One line on how a state dict differs from the model's ("" when it fits)."""
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    shapes = [k for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{k} is {list(got[k].shape)} in the file, {list(want[k].shape)} in "
+                     f"the model" + (f" (and {len(shapes) - 1} more)" if len(shapes) > 1
+                                     else ""))
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected tensor(s), e.g. {extra[0]}")
+    return "; ".join(parts)

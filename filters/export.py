@@ -17,6 +17,7 @@ runs, so very large frames need the memory of the whole frame.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -138,14 +139,35 @@ def export_onnx(model: FrameModel, path: str | os.PathLike, opset: int = 18,
     return path
 
 
+class _NoTorchvisionNotes(logging.Filter):
+    """Drops the dynamo exporter's "torchvision is not installed. Skipping
+    torchvision::nms" warnings (one per torchvision operator, logged while it builds its
+    operator table): no gencodec model uses torchvision operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    note_filter = _NoTorchvisionNotes()
+    log.addFilter(note_filter)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.removeFilter(note_filter)
+
+
 def _export_graph(wrapper: torch.nn.Module, x: torch.Tensor, path: Path, opset: int,
                   dynamo: bool) -> None:
     attempts = ([("dynamo", _onnx_dynamo)] if dynamo else []) + [("legacy", _onnx_legacy)]
     errors = []
     for name, fn in attempts:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _quiet_exporter():
                 fn(wrapper, x, path, opset)
             return
         except Exception as exc:  # noqa: BLE001 - try the next exporter

@@ -94,7 +94,14 @@ def check_spec(spec: str | os.PathLike | None) -> str:
 
     spec = str(spec)
     if spec in MODELS:
-        spec = str(MODELS[spec]["path"])
+        arch = MODELS[spec].get("architecture")
+        if arch not in _architectures():  # a DiffC backbone, a codec's rate model, ...
+            raise InputError(f"model {spec!r} is {_registry_kind(arch)}, not a "
+                             "preprocessing model, which is a model directory holding "
+                             f"{CONFIG_NAME} (or a hub id)")
+        from gencodec.models import model_path
+
+        spec = str(model_path(spec))
     path = Path(spec).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(f"{spec}: is a file, not a model directory")
@@ -102,6 +109,16 @@ def check_spec(spec: str | os.PathLike | None) -> str:
         raise InputError(f"model {spec!r}: no such directory, registry id or hub id "
                          f"(registry: {', '.join(MODELS) or 'empty'})")
     return spec
+
+
+def _registry_kind(arch: str | None) -> str:
+    """What a registry entry that is no preprocessing model is, for the message."""
+    from gencodec.diffusion.spectral import ARCHITECTURE as SPECTRAL
+
+    if arch == SPECTRAL:
+        return (f"a DiffC model ({arch}; use it with 'gencodec encode --codec diffc' or "
+                "'gencodec diffc')")
+    return f"a {arch} model"
 
 
 def load_frame_model(spec: str | os.PathLike | None, **kw) -> FrameModel:

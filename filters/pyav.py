@@ -29,7 +29,7 @@ import fractions
 import io
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import av
 import numpy as np
@@ -39,7 +39,12 @@ from tqdm import tqdm
 from gencodec.codecs_ext._hevc import MIN_SAFE_SIZE
 from gencodec.errors import InputError
 from gencodec.imageio import atomic_output
-from gencodec.filters.runner import FrameRunner
+from gencodec.filters.encoder import open_encoder, video_options
+from gencodec.filters.picture import (AVCOL_RANGE_MPEG, AVCOL_SPC_BT709, UNSPECIFIED, Picture,
+                                     icc_colour_tags, probe_picture)
+
+if TYPE_CHECKING:  # torch loads only with a model: --model none codes without it
+    from gencodec.filters.runner import FrameRunner
 
 #: AVColorSpace values swscale has matrices for (BT.709, FCC, BT.470BG, SMPTE 170M,
 #: SMPTE 240M, BT.2020); anything else (unspecified) converts as BT.601, FFmpeg's default.
@@ -126,39 +131,10 @@ class PreprocessFilter:
         return [rgb_to_frame(o, f) for o, f in zip(out, frames)]
 
 
-def parse_x265_params(text: str | None) -> dict[str, str]:
-    """``"aq-mode=3:psy-rd=2"`` -> ``{"aq-mode": "3", "psy-rd": "2"}``."""
-    params: dict[str, str] = {}
-    for item in filter(None, (text or "").split(":")):
-        key, sep, value = item.partition("=")
-        if not key:
-            raise InputError(f"--x265-params: bad item {item!r} (KEY=VALUE:KEY=VALUE)")
-        params[key] = value if sep else "1"
-    return params
-
-
-def _video_options(codec: str, crf: float | None, preset: str | None,
-                   x265_params: str | None) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    if preset:
-        opts["preset"] = preset
-    if codec == "libx265":
-        params = {"log-level": "error", **parse_x265_params(x265_params)}
-        if crf is not None:
-            params["crf"] = f"{crf:g}"
-        opts["x265-params"] = ":".join(f"{k}={v}" for k, v in params.items())
-    else:
-        if x265_params:
-            raise InputError("--x265-params needs -c:v libx265")
-        if crf is not None:
-            opts["crf"] = f"{crf:g}"
-    return opts
-
-
 def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFilter | None,
               *, codec: str = "libx265", crf: float | None = 28, preset: str | None = None,
               x265_params: str | None = None, pix_fmt: str | None = None,
-              force: bool = False, progress: bool = True) -> dict:
+              tag: str | None = None, force: bool = False, progress: bool = True) -> dict:
     """Decode ``src``, filter its first video stream, encode it with ``codec`` into
     ``dst``, and copy the audio and subtitle streams packet for packet (payload, pts,
     duration), with their language, title and default/forced flags, and the
@@ -167,35 +143,48 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
     cover pictures, which are never copied).
 
     pts and time base of the video are kept, and what the first frame says about the
-    picture (colour, rotation: :func:`_copy_frame_properties`). A damaged or truncated
-    input is coded as far as it decodes; ``lost_frames`` counts the frames that did
+    picture (colour, rotation, an ICC profile as colour tags: :func:`_set_picture`); RGB
+    video coded as YUV is converted with the BT.709 matrix in limited range, and tagged
+    so. A damaged or truncated input is coded as far as it decodes; ``lost_frames`` counts the frames that did
     not (packets the decoder dropped, or frames an MP4 header announces beyond the end
     of the file). Every check (input, container, encoder and its options, streams the
     container cannot carry) runs before the first frame is filtered, and a failure
     leaves no file; :func:`check_transcode` runs the same checks without
-    writing anything. Returns counts for the caller."""
+    writing anything. ``filt`` None codes the frames as they are (plain encoding).
+    ``tag``: the codec tag (FourCC) of the video in the container (default: ``hvc1`` for
+    HEVC in .mp4/.mov, which Apple's players need, else the muxer's). Returns counts
+    for the caller, and ``icc``: the description of the input's ICC profile (None
+    without one) and ``icc_carried``: whether it became colour tags."""
     src, dst = Path(src), Path(dst)
     enc = {"codec": codec, "crf": crf, "preset": preset, "x265_params": x265_params,
-           "pix_fmt": pix_fmt}
-    counts = {"frames": 0, "copied_packets": 0, "dropped_attachments": 0, "lost_frames": 0}
+           "pix_fmt": pix_fmt, "tag": tag}
+    counts = {"frames": 0, "copied_packets": 0, "dropped_attachments": 0, "lost_frames": 0,
+              "icc": None, "icc_carried": False}
     packets = discarded = 0  # video packets with data; those an edit list cuts away
     with _open_input(src) as inp, atomic_output(dst, force) as tmp:
         with _open_output(str(tmp), dst) as out:
             vin = _video_stream(inp)
             vin.thread_type = "AUTO"
-            vout, copies, counts["dropped_attachments"] = _add_streams(inp, out, src, dst,
-                                                                        **enc)
-            _open_encoder(vout, codec)
+            vout, copies, counts["dropped_attachments"], picture = _add_streams(
+                inp, out, src, dst, **enc)
+            if picture is not None and picture.icc:
+                counts["icc"] = picture.icc
+                counts["icc_carried"] = icc_colour_tags(picture.icc) is not None
+            open_encoder(vout, codec)
             # Matroska headers do not count frames: estimate from duration and rate
             rate = vin.average_rate or vin.guessed_rate
-            total = vin.frames or (round(inp.duration / av.time_base * rate)
-                                   if inp.duration and rate else None)
+            announced = vin.frames  # read now: the stream is freed with the file
+            total = announced or (round(inp.duration / av.time_base * rate)
+                                  if inp.duration and rate else None)
+            max_delay = _max_reorder_delay(rate, vin.time_base)
+            # disable=None: a bar on a terminal only, not in a redirected log
             bar = tqdm(total=total, unit="frame", desc=f"transcode {src.name}",
-                       disable=not progress, dynamic_ncols=True)
+                       disable=None if progress else True, dynamic_ncols=True)
 
             def encode(frames):
                 for f in frames:
-                    _encode(out, vout, f, dst, counts["frames"])
+                    _encode(out, vout, _to_encoder_format(f, vout), dst, counts["frames"],
+                            max_delay)
                     counts["frames"] += 1
                     bar.update(1)
 
@@ -215,7 +204,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
                     counts["copied_packets"] += 1
             if filt:
                 encode(filt.flush())
-            _encode(out, vout, None, dst, counts["frames"])  # drain the encoder
+            _encode(out, vout, None, dst, counts["frames"], max_delay)  # drain
             bar.total = bar.n  # an estimate, or a file that ended early: end at 100 %
             bar.close()
         if counts["frames"] == 0:
@@ -224,7 +213,7 @@ def transcode(src: str | os.PathLike, dst: str | os.PathLike, filt: PreprocessFi
     # packets than the header announces, where it does: MP4, not Matroska): what decoded
     # is written, the loss reported. Packets before an edit list's start decode to
     # frames that are never shown, and are no loss.
-    expected = max(packets, vin.frames or 0) - discarded
+    expected = max(packets, announced or 0) - discarded
     counts["lost_frames"] = max(0, expected - counts["frames"])
     return counts
 
@@ -238,13 +227,47 @@ def _decode(packet, src: Path):
         raise InputError(f"{src}: cannot decode the video at {packet.pts}: {exc}") from None
 
 
-def _encode(out, vout, frame, dst: Path, index: int) -> None:
+def _max_reorder_delay(rate, time_base) -> int | None:
+    """The most a packet's dts can lie before its pts, in ``time_base`` ticks: 64 frames
+    (x265 and x264 reorder at most 16 B-frames, plus a pyramid level)."""
+    if not rate or not time_base:
+        return None
+    return int(64 / (fractions.Fraction(rate) * time_base)) + 1
+
+
+def _to_encoder_format(frame: av.VideoFrame, vout) -> av.VideoFrame:
+    """``frame`` in the encoder's pixel format, converted with the matrix and range the
+    output is tagged with (:func:`_set_picture`): PyAV's own conversion in ``encode``
+    would use swscale's default (BT.601) whatever the tags say."""
+    ctx = vout.codec_context
+    if frame.format.name == ctx.pix_fmt:
+        return frame
+    src = _matrix(frame)
+    cs, rng = int(ctx.colorspace), int(ctx.color_range)
+    out = frame.reformat(format=ctx.pix_fmt, src_colorspace=src["colorspace"],
+                         src_color_range=src["color_range"],
+                         dst_colorspace=cs if cs in _SWS_COLORSPACES else None,
+                         dst_color_range=rng if rng in (1, 2) else None,
+                         interpolation=SWS_FLAGS)
+    out.colorspace, out.color_range = ctx.colorspace, ctx.color_range
+    out.color_primaries, out.color_trc = ctx.color_primaries, ctx.color_trc
+    out.pts = frame.pts
+    if frame.time_base is not None:
+        out.time_base = frame.time_base
+    return out
+
+
+def _encode(out, vout, frame, dst: Path, index: int, max_delay: int | None = None) -> None:
     try:
         for packet in vout.encode(frame):
-            if packet.dts is not None and packet.pts is not None and packet.dts > packet.pts:
-                # libx265 through PyAV leaves the dts of a very short stream's packets
-                # unset now and then (0x7f7f... garbage), which the muxer refuses; a
-                # dts is never after its pts, so let the muxer work it out
+            if packet.dts is not None and packet.pts is not None and (
+                    packet.dts > packet.pts
+                    or (max_delay is not None and packet.pts - packet.dts > max_delay)):
+                # x265 gives the packets of a stream shorter than its B-frame delay a
+                # dts made from a value it never set (Encoder::m_bframeDelayTime): any
+                # number, which the muxer refuses ("pts/dts pair unsupported"). A dts
+                # is never after its pts, nor more than the reorder delay before it;
+                # outside that, let the muxer work it out.
                 packet.dts = None
             out.mux(packet)
     except av.FFmpegError as exc:
@@ -252,24 +275,35 @@ def _encode(out, vout, frame, dst: Path, index: int) -> None:
                          f"frame {index}: {exc}") from None
 
 
-def _copy_frame_properties(frame: av.VideoFrame, vout) -> None:
+def _set_picture(vout, picture: Picture) -> None:
     """What the first decoded frame says about the whole video and the encoder must
-    write: colour matrix, range, primaries, transfer, and the display matrix (a phone's
-    rotation), which FFmpeg puts on every decoded frame. Set up front, from a frame
-    decoded on its own: the encoder opens and the header is written on the first mux,
-    which may be an audio packet that comes before any video frame."""
+    write: colour matrix, range, primaries, transfer, and the rotation (a phone's
+    display matrix, which FFmpeg puts on every decoded frame; flips in it are not
+    carried: :mod:`.picture`). Set up front, from a frame decoded on its own: the
+    encoder opens and the header is written on the first mux, which may be an audio
+    packet that comes before any video frame.
+
+    RGB frames coded as YUV are converted (:func:`_to_encoder_format`) with the BT.709
+    matrix in limited range, and tagged so. An ICC profile naming sRGB or Display P3
+    gives the primaries and transfer where the frame has no tags of its own."""
     ctx = vout.codec_context
-    ctx.colorspace, ctx.color_range = frame.colorspace, frame.color_range
-    ctx.color_primaries, ctx.color_trc = frame.color_primaries, frame.color_trc
-    for sd in frame.side_data:
-        if sd.type.name == "DISPLAYMATRIX":
-            vout.set_display_matrix(np.frombuffer(bytes(sd), dtype=np.int32).tolist())
+    cs, rng = picture.colorspace, picture.color_range
+    if picture.rgb and not av.VideoFormat(vout.pix_fmt).is_rgb:
+        cs, rng = AVCOL_SPC_BT709, AVCOL_RANGE_MPEG
+    primaries, trc = picture.primaries, picture.trc
+    from_icc = icc_colour_tags(picture.icc) if picture.icc else None
+    if from_icc and primaries == UNSPECIFIED and trc == UNSPECIFIED:
+        primaries, trc = from_icc
+    ctx.colorspace, ctx.color_range = cs, rng
+    ctx.color_primaries, ctx.color_trc = primaries, trc
+    if picture.rotation:
+        vout.set_display_rotation(picture.rotation)
 
 
 def check_transcode(src: str | os.PathLike, dst: str | os.PathLike, *,
                     codec: str = "libx265", crf: float | None = 28,
                     preset: str | None = None, x265_params: str | None = None,
-                    pix_fmt: str | None = None) -> None:
+                    pix_fmt: str | None = None, tag: str | None = None) -> None:
     """Raise :class:`InputError` where :func:`transcode` would refuse, before a (slow)
     model load: the input, the encoder, and whether ``dst``'s container can carry the
     encoded video and every audio and subtitle stream to copy (an .mp4 cannot carry
@@ -279,26 +313,10 @@ def check_transcode(src: str | os.PathLike, dst: str | os.PathLike, *,
     mem = io.BytesIO()
     mem.name = dst.name  # FFmpeg guesses the format from the name, as for a file
     with _open_input(src) as inp, _open_output(mem, dst) as out:
-        vout, _, _ = _add_streams(inp, out, src, dst, codec=codec, crf=crf, preset=preset,
-                                  x265_params=x265_params, pix_fmt=pix_fmt)
-        _open_encoder(vout, codec)
-
-
-def _open_encoder(vout, codec: str) -> None:
-    """Open the encoder now: it takes its options (CRF range, preset names) and checks
-    the picture when it opens, which would otherwise be on the first packet written."""
-    try:
-        vout.codec_context.open()
-    except av.FFmpegError as exc:
-        w, h, fmt = vout.width, vout.height, av.VideoFormat(vout.pix_fmt)
-        if fmt.chroma_width(w) * 2 == w + 1 or fmt.chroma_height(h) * 2 == h + 1:
-            # libx264/libx265 (not ffv1) refuse odd sizes in subsampled chroma
-            raise InputError(f"{w}x{h} has an odd side, which {codec} cannot code in "
-                             f"{vout.pix_fmt}'s subsampled chroma; use --pix-fmt yuv444p "
-                             "(or crop/pad the input to an even size)") from None
-        raise InputError(f"-c:v {codec}: the encoder refuses these settings "
-                         f"({', '.join(f'{k}={v}' for k, v in vout.options.items())}): "
-                         f"{exc}") from None
+        vout, _, _, _ = _add_streams(inp, out, src, dst, codec=codec, crf=crf,
+                                     preset=preset, x265_params=x265_params,
+                                     pix_fmt=pix_fmt, tag=tag)
+        open_encoder(vout, codec)
 
 
 def _open_input(src: Path):
@@ -338,17 +356,19 @@ _VIDEO_TAGS = ("language", "title", "handler_name")
 
 
 def _add_streams(inp, out, src: Path, dst: Path, *, codec: str, crf: float | None,
-                 preset: str | None, x265_params: str | None, pix_fmt: str | None):
+                 preset: str | None, x265_params: str | None, pix_fmt: str | None,
+                 tag: str | None):
     """The encoded video stream, one copy of each audio and subtitle stream of ``inp``
     and its attachments in ``out``, in the input's order; returns ``(video, {input
-    index: copy} for the streams with packets, attachments dropped)``."""
+    index: copy} for the streams with packets, attachments dropped, the first frame's
+    :class:`Picture` or None)``."""
     vin = _video_stream(inp)
-    options = _video_options(codec, crf, preset, x265_params)
+    options = video_options(codec, crf, preset, x265_params)
     copies = {}
-    vout, dropped = None, 0
+    vout, dropped, picture = None, 0, None
     for s in inp.streams:
         if s.index == vin.index:
-            vout = _add_video(out, vin, src, dst, codec, pix_fmt)
+            vout, picture = _add_video(out, vin, src, dst, codec, pix_fmt, tag)
             vout.options = options
             vout.metadata.update({k: v for k, v in s.metadata.items()
                                   if k.lower() in _VIDEO_TAGS})
@@ -372,10 +392,11 @@ def _add_streams(inp, out, src: Path, dst: Path, *, codec: str, crf: float | Non
             else:
                 dropped += 1
     out.metadata.update({k: v for k, v in inp.metadata.items() if k.lower() != "encoder"})
-    return vout, copies, dropped
+    return vout, copies, dropped, picture
 
 
-def _add_video(out, vin, src: Path, dst: Path, codec: str, pix_fmt: str | None):
+def _add_video(out, vin, src: Path, dst: Path, codec: str, pix_fmt: str | None,
+               tag: str | None):
     rate = vin.average_rate or vin.guessed_rate or fractions.Fraction(25)
     try:
         vout = out.add_stream(codec, rate=rate)
@@ -402,19 +423,24 @@ def _add_video(out, vin, src: Path, dst: Path, codec: str, pix_fmt: str | None):
     vout.codec_context.field_order = vin.codec_context.field_order
     vout.time_base = vin.time_base
     vout.codec_context.time_base = vin.time_base
-    first = _first_frame(src, vin.index)
-    if first is not None:
-        _copy_frame_properties(first, vout)
-    return vout
+    _set_codec_tag(vout, out, dst, tag)
+    picture = probe_picture(src, vin.index)
+    if picture is not None:
+        _set_picture(vout, picture)
+    return vout, picture
 
 
-def _first_frame(src: Path, index: int) -> av.VideoFrame | None:
-    """The first frame of stream ``index``, decoded on its own (None if none decodes)."""
-    try:
-        with av.open(str(src)) as probe:
-            return next(probe.decode(probe.streams[index]), None)
-    except av.FFmpegError:
-        return None
+def _set_codec_tag(vout, out, dst: Path, tag: str | None) -> None:
+    """``tag`` (a FourCC) on the video, or ``hvc1`` for HEVC in .mp4/.mov: FFmpeg's
+    default there, ``hev1``, is what Apple's players refuse."""
+    if tag is None and vout.codec_context.codec.canonical_name == "hevc" \
+            and out.format.name.split(",")[0] in ("mp4", "mov"):
+        tag = "hvc1"
+    if tag is None:
+        return
+    if len(tag) != 4 or not tag.isascii():
+        raise InputError(f"--tag {tag!r}: a codec tag is four ASCII characters, e.g. hvc1")
+    vout.codec_context.codec_tag = tag
 
 
 def _muxer_for(dst: Path) -> str | None:

@@ -18,8 +18,10 @@ covers that), and every pixel gets a positive total weight, so the normalisation
 divides by zero. For a local model
 (``receptive_field`` <= m), a pixel only takes outputs computed with all of its
 context, so the tiled result equals whole-frame inference up to float rounding; that
-is what the automatic overlap (4 x the receptive field) guarantees. Models with global
-operations get a 128-pixel overlap and the cross-fade hides the residual seams.
+is what the automatic overlap (4 x the receptive field) guarantees, on tiles of at least
+twice that; on smaller tiles the automatic overlap is half the tile, and seams are
+cross-faded rather than absent. Models with global operations get a 128-pixel overlap
+(at most half the tile) and the cross-fade hides the residual seams.
 
 Tile origins are multiples of the model's multiple, so strided networks see the same
 pixel grid as on the whole frame. The output is deterministic: no noise is drawn.
@@ -76,7 +78,7 @@ class FrameRunner:
 
     ``tile``: tile side in pixels (rounded up to the model multiple); frames that fit
     are processed whole. ``overlap``: pixels shared by neighbouring tiles (None: 4 x the
-    receptive field for local models, 128 otherwise). ``batch``: tiles per model call;
+    receptive field for local models, 128 otherwise, at most half the tile). ``batch``: tiles per model call;
     ``tile`` and ``batch`` bound the memory one call takes."""
 
     def __init__(self, backend, tile: int = DEFAULT_TILE, overlap: int | None = None,
@@ -90,6 +92,8 @@ class FrameRunner:
         if overlap is None:
             rf = backend.receptive_field
             overlap = 4 * rf if rf is not None else DEFAULT_GLOBAL_OVERLAP
+            # a small tile gets at most half its side (the most an overlap can be)
+            overlap = min(_round_up(overlap, m), self.tile // 2 // m * m)
         overlap = _round_up(max(int(overlap), 0), m)
         if overlap > self.tile // 2:
             raise InputError(f"overlap {overlap} is more than half the tile {self.tile}: "

@@ -2,12 +2,31 @@
 licence, card) and the small embedded default weights with their model cards.
 
 ``MODELS`` is a plain dict, as in CompressAI; entries are added as models ship. Paths
-are relative to this folder; :func:`model_path` resolves one and checks its sha256."""
+are relative to this folder; :func:`model_path` resolves one and checks its sha256.
+
+The embedded default preprocessing model (:data:`DEFAULT_PREPROCESSOR`, the default
+``--model`` of ``gencodec preprocess``, ``transcode``, ``pipe``, ``export`` and
+``demo``) is a folder written by ``save_pretrained`` (``gencodec_filter.json`` and
+``model.safetensors``) with its card, registered as::
+
+    "gencodec-preprocess-v1": {
+        "architecture": "compact",            # gencodec.filters.CompactFilterNet
+        "path": "gencodec-preprocess-v1",
+        "weights": "gencodec-preprocess-v1/model.safetensors",
+        "sha256": "<sha256sum of the weights file>",
+        "licence": "...",                     # the weights' licence and the data's
+        "card": "gencodec-preprocess-v1/README.md",
+    }
+
+Until that entry exists, :func:`default_preprocessor_path` raises
+:class:`NoDefaultModel`."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
+from gencodec.errors import InputError
 
 _HERE = Path(__file__).resolve().parent
 
@@ -21,17 +40,55 @@ MODELS: dict[str, dict] = {
                    "content)",
         "card": "gaussian-spectral/README.md",
     },
+    "djpeg-rate": {
+        "architecture": "djpeg-rate",
+        "path": "djpeg-rate",
+        "weights": "djpeg-rate/rate.safetensors",
+        "sha256": "b582b7d8d37ef3e393b0a5aad8819b2ab80468189d216340fb80f0179863d4fa",
+        "licence": "Apache-2.0 (3 calibration weights fitted on CC0 and GPL-2+ photos; no "
+                   "image content)",
+        "card": "djpeg-rate/README.md",
+    },
+    "dbpg-rate-b16-420": {
+        "architecture": "dbpg-rate",
+        "path": "dbpg-rate/b16-420",
+        "weights": "dbpg-rate/b16-420/rate.safetensors",
+        "sha256": "fbe58682f327a107a0b8ad5c4e973b40101e1ab602b1a10192edc83008e3d515",
+        "licence": "Apache-2.0 (rate-model parameters fitted on CC0 and GPL-2+ photos; no "
+                   "image content)",
+        "card": "dbpg-rate/README.md",
+    },
 }
+
+
+#: The registry id of the embedded default preprocessing model.
+DEFAULT_PREPROCESSOR = "gencodec-preprocess-v1"
+
+
+class NoDefaultModel(InputError):
+    """No default preprocessing model is installed (its registry entry is absent)."""
 
 
 def model_path(model_id: str) -> Path:
     """The folder of a registered model, after checking its weights' sha256."""
-    from gencodec.errors import InputError
-
     entry = MODELS[model_id]
     weights = _HERE / entry["weights"]
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    try:
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"{model_id}: cannot read its weights {weights}: "
+                         f"{exc.strerror or exc} (damaged install?)") from None
     if digest != entry["sha256"]:
         raise InputError(f"{model_id}: {weights} has sha256 {digest[:16]}..., the registry "
                          f"says {entry['sha256'][:16]}... (damaged install?)")
     return _HERE / entry["path"]
+
+
+def default_preprocessor_path() -> Path:
+    """The folder of the default preprocessing model, its sha256 checked
+    (:func:`model_path`); :class:`NoDefaultModel` when none is installed."""
+    if DEFAULT_PREPROCESSOR not in MODELS:
+        raise NoDefaultModel(f"no default preprocessing model is installed (the model "
+                             f"registry has no {DEFAULT_PREPROCESSOR!r} entry): pass "
+                             "--model with a model directory or hub id")
+    return model_path(DEFAULT_PREPROCESSOR)

@@ -8,6 +8,9 @@ namespace gencodec {
 namespace rcc {
 void register_bindings(pybind11::module_& m);  // rcc/rcc_bindings.cpp
 }  // namespace rcc
+namespace dbpg {
+void register_bindings(pybind11::module_& m);  // dbpg/dbpg_bindings.cpp
+}  // namespace dbpg
 }  // namespace gencodec
 
 namespace py = pybind11;
@@ -28,4 +31,5 @@ PYBIND11_MODULE(_native, m) {
       },
       "Compiler, OpenMP threads, whether CUDA was compiled in and how many devices it sees.");
   gencodec::rcc::register_bindings(m);
+  gencodec::dbpg::register_bindings(m);
 }

@@ -9,8 +9,16 @@
 # The source is Debian's upstream tarball (ffmpeg_X.Y.Z.orig.tar.xz) of the newest
 # ffmpeg >= 7 in $SUITE (default sid), found through the suite's InRelease, whose
 # signature gpgv checks against the Debian archive keyring, then the SHA-256 of
-# Sources.xz and of the tarball. The build keeps only what the filter needs: rawvideo
-# in and out on files and pipes, and the format, scale, copy and dnn_processing filters.
+# Sources.xz and of the tarball. The build keeps what the filter and the README's
+# command lines need: rawvideo in and out on files and pipes ("-" is the fd protocol
+# since FFmpeg 7.1), the format, scale, copy and dnn_processing filters, and MP4/MOV/
+# Matroska with H.264 and HEVC in, for
+#
+#   ffmpeg -i in.mp4 -vf "format=rgb24,dnn_processing=...,format=yuv420p" \
+#       -c:v libx265 -crf 28 -c:a copy out.mp4
+#
+# libx265 is linked when pkg-config finds it (Debian: libx265-dev, which `make
+# system-deps` installs); without it the build is GPL-free and encodes rawvideo only.
 # It writes OUT_DIR/ffmpeg and OUT_DIR/VERSION.
 set -euo pipefail
 
@@ -70,11 +78,20 @@ tar xf "$tar"
 cd ffmpeg-*/
 
 inc="-I$TORCH/include -I$TORCH/include/torch/csrc/api/include"
+encoders=rawvideo
+x265=()
+if pkg-config --exists x265 2>/dev/null; then
+  encoders=rawvideo,libx265
+  x265=(--enable-gpl --enable-libx265)
+else
+  echo "build_ffmpeg_torch: no x265 (pkg-config x265; Debian: libx265-dev): building without libx265" >&2
+fi
 ./configure --prefix="$OUT" --disable-everything --disable-doc --disable-ffplay \
-  --disable-ffprobe --disable-autodetect --disable-x86asm --enable-libtorch \
+  --disable-ffprobe --disable-autodetect --disable-x86asm --enable-libtorch "${x265[@]}" \
   --enable-filter=dnn_processing,format,scale,copy,null \
-  --enable-demuxer=rawvideo --enable-decoder=rawvideo --enable-encoder=rawvideo \
-  --enable-muxer=rawvideo --enable-protocol=file,pipe \
+  --enable-demuxer=rawvideo,mov,matroska --enable-decoder=rawvideo,h264,hevc \
+  --enable-parser=h264,hevc,aac --enable-encoder="$encoders" \
+  --enable-muxer=rawvideo,mp4,mov,matroska --enable-protocol=file,pipe,fd \
   --extra-cflags="$inc" --extra-cxxflags="$inc" \
   --extra-ldflags="-L$TORCH/lib -Wl,-rpath,$TORCH/lib" > configure.log 2>&1 \
   || { tail -20 configure.log ffbuild/config.log >&2; exit 1; }

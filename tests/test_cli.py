@@ -166,30 +166,6 @@ def test_rgba_and_16bit_inputs(capsys, tmp_path):
                "webp")[0] == 0
 
 
-def test_demo_writes_table_json_and_plot(capsys, tmp_path, monkeypatch, half_photos):
-    from gencodec.cli import demo
-
-    small = np.ascontiguousarray(half_photos["astronaut"][:64, :96])
-    monkeypatch.setattr(demo, "bundled_photo", lambda: small)
-    out_dir = tmp_path / "demo"
-    rc, out, err = run(capsys, "demo", "--out", out_dir)
-    assert rc == 0, err
-    for name in ("jpeg", "webp", "bpg", "heif", "avif"):
-        assert sum(line.startswith(name) for line in out.splitlines()) == 5
-    data = json.loads((out_dir / "codec_comparison.json").read_text())
-    assert set(data["results"]) == {"jpeg", "webp", "bpg", "heif", "avif"}
-    for points in data["results"].values():
-        assert len(points) == 5
-        psnrs = [p["psnr"] for p in points]
-        assert psnrs == sorted(psnrs)  # settings go from low to high quality
-    with Image.open(out_dir / "codec_comparison.png") as im:
-        assert im.format == "PNG" and im.width >= 600 and im.height >= 400
-    # a second run refuses to overwrite without --force
-    rc, _, err = run(capsys, "demo", "--out", out_dir)
-    assert_one_line_error(rc, err, "exists")
-    assert run(capsys, "demo", "--out", out_dir, "--force")[0] == 0
-
-
 # -- error paths ------------------------------------------------------------------------
 
 def test_missing_input(capsys, tmp_path):
@@ -234,7 +210,7 @@ def test_pixel_limit_via_environment_module(capsys, tmp_path, photo_png, monkeyp
     (["-c", "jpeg", "--bpp", "-1"], "positive"),
     (["-c", "jpeg", "-O", "subsampling"], "not KEY=VALUE"),
     (["-c", "jpeg", "-O", "subsampling=411"], "subsampling"),
-    (["-c", "jpeg", "-O", "colour=blue"], "bad option"),
+    (["-c", "jpeg", "-O", "colour=blue"], "unknown option colour; jpeg options: subsampling"),
     (["-c", "x265"], "video codec"),
 ])
 def test_bad_encode_options(capsys, tmp_path, photo_png, argv, match):
@@ -645,3 +621,149 @@ def test_demo_out_must_be_a_folder(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     rc, _, err = run(capsys, "demo", "--out", tmp_path / "file")
     assert_one_line_error(rc, err, "exists and is not a folder")
+
+
+# -- issue 10 (part B): the CLI as a new user meets it ----------------------------------------
+
+def _readme_tour() -> list[str]:
+    """The lines of the README's command line tour, as pasted."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Command line tour", 1)[1].split("```sh\n", 1)[1]
+    return [ln for ln in block.split("```", 1)[0].splitlines() if ln.strip()]
+
+
+@pytest.mark.slow  # a bpg bisection on 512x512 and one shell pipeline: ~10 s
+def test_readme_tour_runs_as_pasted(tmp_path, monkeypatch, capsys):
+    """The tour's third line failed ("photo.gcx: exists (use --force ...)"). Its set-up,
+    codecs, encode, info and decode lines run in a fresh folder, one after the other:
+    in this process, or through a shell (with the installed command on PATH) for the
+    lines with pipes and redirections."""
+    import shlex
+
+    lines = [ln for ln in _readme_tour()
+             if ln.startswith("python -c ") or ln.split()[:2] in (
+                 ["gencodec", "codecs"], ["gencodec", "encode"], ["gencodec", "info"],
+                 ["gencodec", "decode"])]
+    assert len(lines) >= 8 and lines[0].startswith("python -c ")
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ.get('PATH', '')}"}
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        if any(tok in ("|", ">", "<") for tok in argv):
+            proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, f"{line}\n{proc.stderr}"
+        elif argv[0] == "python":
+            exec(argv[2], {})  # python -c CODE
+        else:
+            assert main(argv[1:]) == 0, f"{line}\n{capsys.readouterr().err}"
+    with Image.open(tmp_path / "piped.png") as im:
+        assert im.format == "PNG" and im.size == (512, 512)
+    with Image.open(tmp_path / "photo.jpg") as im:
+        assert im.format == "JPEG"
+    assert container.read_header((tmp_path / "photo-bpg.gcx").read_bytes()).codec == "bpg"
+
+
+def test_unknown_and_encoder_only_options(capsys, tmp_path, photo_png):
+    """Unknown -O leaked "JpegCodec.__init__() got an unexpected keyword argument 'foo'";
+    decode's own help example (-O subsampling=444) failed on every stream."""
+    s = tmp_path / "s.gnc"
+    rc, _, err = run(capsys, "encode", photo_png, "-o", s, "-c", "jpeg", "-O", "foo=1")
+    assert_one_line_error(rc, err)
+    assert err.strip() == "gencodec: error: unknown option foo; jpeg options: subsampling"
+    assert run(capsys, "encode", photo_png, "-o", s, "-c", "jpeg")[0] == 0
+    rc, _, err = run(capsys, "decode", s, "-o", tmp_path / "o.png", "-O", "subsampling=444")
+    assert_one_line_error(rc, err, "subsampling is an encoding option of jpeg")
+    rc, _, err = run(capsys, "info", s, "--model", "gaussian-spectral")
+    assert_one_line_error(rc, err, "jpeg takes no --model")
+    from gencodec.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    decode_help = sub.choices["decode"].format_help()
+    assert "subsampling" not in decode_help and "-O profile=profile.json" in decode_help
+    assert _listing(tmp_path) == ["photo.png", "s.gnc"]
+
+
+def test_empty_payload_is_named_not_a_python_object(capsys, tmp_path):
+    (tmp_path / "e.gnc").write_bytes(container.pack("jpeg", 8, 8, b""))
+    rc, _, err = run(capsys, "decode", tmp_path / "e.gnc", "-o", tmp_path / "e.png")
+    assert_one_line_error(rc, err, "e.gnc: jpeg: payload is empty")
+    assert "BytesIO" not in err and "0x" not in err
+
+
+def test_decode_to_a_name_without_extension(capsys, tmp_path, photo_png):
+    """The error spoke of the temporary file's ".part" extension, after decoding."""
+    s = tmp_path / "s.gnc"
+    assert run(capsys, "encode", photo_png, "-o", s, "-c", "jpeg")[0] == 0
+    rc, _, err = run(capsys, "decode", s, "-o", tmp_path / "decoded")
+    assert_one_line_error(rc, err, "decoded: no extension to choose the image format by; "
+                                   "name it decoded.png")
+    assert ".part" not in err
+    assert _listing(tmp_path) == ["photo.png", "s.gnc"]
+
+
+def test_dash_means_stdin_and_stdout(capsysbinary, tmp_path, photo_png, monkeypatch):
+    """``-o -`` wrote a file named "-", and input ``-`` was "no such file"."""
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["encode", str(photo_png), "-o", "-", "-c", "jpeg"]) == 0
+    captured = capsysbinary.readouterr()
+    stream = captured.out
+    assert container.read_header(stream).codec == "jpeg"
+    assert captured.err.startswith(b"-: jpeg quality=75 161x120")  # summary off stdout
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stream)))
+    assert main(["decode", "-", "-o", "-"]) == 0
+    with Image.open(io.BytesIO(capsysbinary.readouterr().out)) as im:
+        assert im.format == "PNG" and im.size == (161, 120)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stream)))
+    assert main(["info", "-"]) == 0
+    out = capsysbinary.readouterr().out.decode()
+    assert "file:          <stdin>" in out and "integrity:     ok" in out
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(photo_png.read_bytes())))
+    assert main(["encode", "-", "-o", "from-stdin.gnc", "-c", "jpeg"]) == 0
+    assert (tmp_path / "from-stdin.gnc").read_bytes() == stream
+    assert _listing(tmp_path) == ["from-stdin.gnc", "photo.png"]  # no file named "-"
+
+
+def test_dev_stdout_redirected_into_a_file(tmp_path, photo_png):
+    """``encode -o /dev/stdout > s.gnc`` asked for --force (the shell had created s.gnc)
+    and ``decode -o /dev/stdout`` failed on the missing extension."""
+    s, png = tmp_path / "s.gnc", tmp_path / "d.png"
+    with open(s, "wb") as f:
+        proc = subprocess.run(_command() + ["encode", str(photo_png), "-o", "/dev/stdout",
+                                            "-c", "jpeg"], stdout=f, stderr=subprocess.PIPE,
+                              timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().startswith("/dev/stdout: jpeg quality=75 161x120")
+    assert container.read_header(s.read_bytes()).codec == "jpeg"
+    with open(png, "wb") as f:
+        proc = subprocess.run(_command() + ["decode", str(s), "-o", "/dev/stdout"], stdout=f,
+                              stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (161, 120)
+    assert _listing(tmp_path) == ["d.png", "photo.png", "s.gnc"]
+
+
+def test_debug_after_a_nested_command(capsys, tmp_path):
+    """``gencodec diffc calibrate --debug`` was an argparse usage error."""
+    rc = main(["diffc", "calibrate", "--debug", "--images", str(tmp_path / "none"), "-o",
+               str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1] == f"gencodec: error: {tmp_path / 'none'}: no images found"
+
+
+def test_demo_read_only_output_folder_is_one_plain_line(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    rc, _, err = run(capsys, "demo", "--out", tmp_path / "d")
+    assert err.strip() == (f"gencodec: error: {tmp_path / 'd'}: cannot create the output "
+                           "folder: Read-only file system")
+    assert rc == 2

@@ -55,8 +55,29 @@ def test_registry():
 def test_get_codec_errors():
     with pytest.raises(InputError, match="unknown codec 'nope'"):
         get_codec("nope")
-    with pytest.raises(InputError, match="bad option"):
-        get_codec("jpeg", no_such_option=1)
+    # the options a codec takes are named, not Python's TypeError text
+    with pytest.raises(InputError) as e:
+        get_codec("jpeg", foo=1)
+    assert str(e.value) == "unknown option foo; jpeg options: subsampling"
+    with pytest.raises(InputError, match="bpg options: chroma, use_bpgenc, preset"):
+        get_codec("bpg", no_such_option=1)
+    with pytest.raises(InputError, match="webp takes no --model"):
+        get_codec("webp", model="gaussian-spectral")
+
+
+def test_decoding_refuses_encoder_options():
+    """``decode -O subsampling=444`` (a JPEG's layout is in its stream) and ``-O seed=5``
+    (DiffC streams carry their seed) were accepted and silently did nothing."""
+    from gencodec.codecs_ext import check_options
+
+    check_options("jpeg", {}, decoding=True)
+    check_options("diffc", {"profile": "p.json", "recon": "x0"}, decoding=True)
+    with pytest.raises(InputError, match="subsampling is an encoding option of jpeg.*"
+                                         r"jpeg decoding options: none"):
+        check_options("jpeg", {"subsampling": 444}, decoding=True)
+    with pytest.raises(InputError, match="seed is an encoding option of diffc"):
+        check_options("diffc", {"seed": 5}, decoding=True)
+    check_options("diffc", {"seed": 5})  # encoding takes it
 
 
 @pytest.mark.parametrize("name", STOCK_CODECS)
@@ -599,3 +620,22 @@ def test_payload_is_standard_says_whether_other_tools_open_it():
     assert get_codec("bpg", use_bpgenc=False).payload_is_standard is False
     if HAVE_BPGENC:
         assert get_codec("bpg", use_bpgenc=True).payload_is_standard is True
+
+
+def test_empty_and_foreign_payloads_are_named_not_python_objects(image_codec):
+    """An empty JPEG payload printed "cannot identify image file <_io.BytesIO object at
+    0x...>"; PyAV's errors came with "[Errno 1094995529] ...: '<none>'"."""
+    for payload, expected in ((b"", "payload is empty"), (b"x" * 40, "")):
+        with pytest.raises(BitstreamError) as e:
+            image_codec.decode(container.pack(image_codec.name, 8, 8, payload))
+        text = str(e.value)
+        assert expected in text and text.startswith(f"{image_codec.name}: ")
+        for leak in ("BytesIO", " at 0x", "[Errno", "<none>"):
+            assert leak not in text, text
+
+
+def test_undecodable_hevc_is_named_without_errno():
+    with pytest.raises(BitstreamError) as e:
+        get_codec("x265").decode(container.pack("x265", 8, 8, bytes(4) + b"x" * 40))
+    assert "HEVC stream does not decode: Invalid data" in str(e.value)
+    assert "[Errno" not in str(e.value) and "<none>" not in str(e.value)

@@ -577,3 +577,99 @@ def test_float_image_with_overshoot_is_not_read_as_0_255(tmp_path):
     g = np.array([[0.0, 100.0, 255.0]], np.float32)  # an 8-bit range float image
     out = load_image(_save(tmp_path, "g.tif", Image.fromarray(g, "F")))
     np.testing.assert_array_equal(out[0, :, 0], [0, 100, 255])
+
+
+# -- issue 10: links, standard input and output, write errors, output formats ----------------
+
+def test_dangling_symlink_output_is_written_through_like_a_valid_one(tmp_path):
+    """One rule for links: the file a link names gets the output and the link stays.
+    A dangling link was replaced by a plain file under --force (and needed --force,
+    though nothing existed to overwrite)."""
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    link = tmp_path / "out.bin"
+    link.symlink_to(real_dir / "made.bin")  # dangling: made.bin does not exist yet
+    write_bytes_atomic(link, b"first")  # nothing is overwritten: no force needed
+    assert link.is_symlink() and (real_dir / "made.bin").read_bytes() == b"first"
+    with pytest.raises(OutputExistsError, match="made.bin: exists"):
+        write_bytes_atomic(link, b"second")
+    (real_dir / "made.bin").unlink()
+    write_bytes_atomic(link, b"second", force=True)  # dangling again, with force
+    assert link.is_symlink() and (real_dir / "made.bin").read_bytes() == b"second"
+    assert sorted(os.listdir(tmp_path)) == ["out.bin", "real"]
+    assert os.listdir(real_dir) == ["made.bin"]
+    # a chain of links ends at a file; a loop is a one-line error
+    chain = tmp_path / "chain.bin"
+    chain.symlink_to(link)
+    write_bytes_atomic(chain, b"third", force=True)
+    assert chain.is_symlink() and (real_dir / "made.bin").read_bytes() == b"third"
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(InputError, match="symbolic link loop"):
+        write_bytes_atomic(tmp_path / "a", b"x", force=True)
+    # a dangling link into a missing folder names that folder
+    (tmp_path / "nowhere.bin").symlink_to(tmp_path / "missing" / "x.bin")
+    with pytest.raises(InputError, match="folder .*missing does not exist"):
+        write_bytes_atomic(tmp_path / "nowhere.bin", b"x", force=True)
+
+
+def test_write_errors_name_the_output(tmp_path, monkeypatch):
+    """A full disk used to give "[Errno 28] No space left on device" naming nothing."""
+    dest = tmp_path / "out.json"
+    with pytest.raises(GencodecError) as e:
+        with atomic_output(dest) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+    assert str(e.value) == f"{dest}: cannot write: No space left on device"
+    assert os.listdir(tmp_path) == []
+
+    def refuse(src, dst):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(imageio.os, "replace", refuse)
+    with pytest.raises(GencodecError, match=r"out.json: cannot write: Read-only file system"):
+        write_bytes_atomic(dest, b"x", force=True)
+    assert os.listdir(tmp_path) == []
+    # an error about another file (an input read while writing) keeps its own words
+    with pytest.raises(FileNotFoundError):
+        with atomic_output(tmp_path / "o.bin") as tmp:
+            open(tmp_path / "no-such-input")
+
+
+def test_dash_is_standard_input_and_output(tmp_path, monkeypatch, capsysbinary, tiny_image):
+    """``-`` was a file named "-" as an output and "no such file" as an input."""
+    png = io.BytesIO()
+    Image.fromarray(tiny_image).save(png, format="PNG")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(png.getvalue())))
+    assert np.array_equal(load_image("-"), tiny_image)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    with pytest.raises(InputError, match="<stdin>: empty input"):
+        load_image("-")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"stream")))
+    assert imageio.read_input("-") == b"stream"
+
+    monkeypatch.chdir(tmp_path)
+    assert imageio.is_stdout("-") and not imageio.is_stdout(tmp_path / "x")
+    imageio.check_output("-")  # never "exists"
+    write_bytes_atomic("-", b"to stdout")
+    save_image("-", tiny_image)  # no extension: PNG on standard output
+    out = capsysbinary.readouterr().out
+    assert out.startswith(b"to stdout\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out[len(b"to stdout"):]))),
+                          tiny_image)
+    assert os.listdir(tmp_path) == []  # no file named "-", no temporary left
+
+
+def test_image_format_comes_from_the_extension(tmp_path):
+    assert imageio.image_format(tmp_path / "a.PNG") == "PNG"
+    assert imageio.image_format(tmp_path / "a.jpg") == "JPEG"
+    assert imageio.image_format("-") == "PNG"
+    assert imageio.image_format("/dev/null") == "PNG"
+    # the temporary name's ".part" used to appear in this message
+    with pytest.raises(InputError) as e:
+        save_image(tmp_path / "noext", np.zeros((4, 4, 3), np.uint8))
+    assert str(e.value) == (f"{tmp_path / 'noext'}: no extension to choose the image format "
+                            "by; name it noext.png (or .jpg, .webp, .tif, ...)")
+    with pytest.raises(InputError, match=r"unknown image file extension \.xyz"):
+        imageio.image_format(tmp_path / "a.xyz")
+    assert os.listdir(tmp_path) == []

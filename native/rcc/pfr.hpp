@@ -78,6 +78,8 @@ struct CpuKernel {
   int lanes;
 };
 extern const CpuKernel kKernelGeneric, kKernelAvx2, kKernelAvx512;
+// The kernel in use: the best this CPU runs, or the one GENCODEC_RCC_KERNEL names.
+const CpuKernel& select_cpu_kernel();
 const char* cpu_kernel_name();
 
 // Fixed-point arrival times T_0 ... T_{K-1} (inclusive prefix sums) for key.
@@ -96,10 +98,92 @@ void candidate_sample(const double* mu_p, const double* s_p, int64_t d, const fl
 // Fisher-Yates permutation of 0 ... n-1 keyed by (seed, step).
 std::vector<int64_t> permutation(int64_t n, uint64_t seed, uint64_t step);
 
+// Arrival times into out[0 .. K) on the calling thread (arrival_times without OpenMP).
+void arrival_times_serial(Key key, uint64_t K, uint64_t* out);
+
+// The argmin over all K candidates of a chunk: candidate groups in parallel when
+// threads > 1 and the chunk is large enough, else on the calling thread. Returns
+// K when no score is finite.
+uint64_t pfr_argmin_cpu(const CpuKernel& kernel, const ScoreArgs& a, int threads);
+
+// --- whole steps (pfr_step.cpp) ----------------------------------------------------
+
+// A step's input values: float32 or float64, read as double.
+struct Values {
+  const void* data = nullptr;
+  bool f32 = false;
+  double operator[](int64_t i) const {
+    return f32 ? static_cast<double>(static_cast<const float*>(data)[i])
+               : static_cast<const double*>(data)[i];
+  }
+};
+
+// The chunks of a step of n dimensions: the permutation of (seed, step) cut into
+// n_chunks nearly equal parts, the first n mod n_chunks one dimension longer. Chunk c
+// holds the dimensions perm[start(c) ... start(c+1)); its scoring coefficients sit at
+// coeff_offset(c), each chunk padded to a multiple of 4 (the zero term of ChunkCoeffs).
+struct StepChunks {
+  int64_t n_dims = 0, n_chunks = 0;
+  std::vector<uint32_t> perm;
+  StepChunks(int64_t n_dims, int64_t n_chunks, uint64_t seed, uint64_t step);
+  RCC_HD static int64_t start(int64_t n, int64_t nc, int64_t c) {
+    return c * (n / nc) + (c < n % nc ? c : n % nc);
+  }
+  RCC_HD static int64_t coeff_offset(int64_t n, int64_t nc, int64_t c) {
+    const int64_t q = n / nc, r = n % nc, big = c < r ? c : r;
+    return big * ((q + 4) / 4 * 4) + (c - big) * ((q + 3) / 4 * 4);
+  }
+  int64_t start(int64_t c) const { return start(n_dims, n_chunks, c); }
+  int64_t dims(int64_t c) const { return start(c + 1) - start(c); }
+  int64_t coeff_offset(int64_t c) const { return coeff_offset(n_dims, n_chunks, c); }
+};
+
+// The scoring coefficients of every chunk of a step (ChunkCoeffs, concatenated).
+struct StepCoeffs {
+  std::vector<float> c, e, b;
+};
+
+// The Gaussians q and p of a step, n values each.
+struct StepGaussians {
+  Values mu_q, s_q, mu_p, s_p;
+  int64_t n = 0;
+};
+
+// Largest |value| accepted (samples mu_p + s_p n with |n| < 7 stay in float32) and
+// the largest |normal| the generator draws; the same bounds as gencodec.rcc's checks.
+constexpr double kMaxValue = 3.4028234663852886e38 / 16.0;
+constexpr double kMaxNormal = 7.0;
+
+// The first problem of a step's inputs as a message, or "" when they can be coded:
+// every value finite and within kMaxValue, sigmas > 0 and, when scoring is set,
+// float32 candidate scores that cannot overflow.
+std::string check_step(const StepGaussians& g, bool scoring, int threads);
+std::string check_prior(Values mu_p, Values s_p, int64_t n, int threads);
+
+// KL(q || p) in bits, summed in blocks of a fixed size in a fixed order (the same
+// value for every thread count).
+double kl_bits(const StepGaussians& g, int threads);
+
+StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int threads);
+
+// The encoder of a whole step: indices[n_chunks] and the coded sample[n] (the
+// decoder's sample). threads = 0: OpenMP's default.
+void encode_step_cpu(const StepGaussians& g, uint64_t seed, uint64_t step, int k,
+                     int64_t n_chunks, int threads, uint32_t* indices, float* sample);
+
+// The samples of chosen candidates: sample[perm[i]] = mu_p + s_p * n (candidate
+// indices[c] of chunk c); the decoder of a whole step.
+void step_samples(const StepChunks& chunks, Values mu_p, Values s_p, uint64_t seed, uint64_t step,
+                  const uint32_t* indices, int threads, float* sample);
+
 #ifdef GENCODEC_WITH_CUDA
 // pfr_cuda.cu. Device discovery is cuda_device_count() in build_info.hpp.
 uint64_t pfr_encode_cuda(const ChunkCoeffs& cf, Key key, int k);
 void normals_cuda(Key key, uint64_t start, int64_t count, float* out);
+// Every chunk of a step in one scoring launch (coefficients copied once, argmin on
+// the device): indices[n_chunks].
+void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks, uint64_t seed,
+                          uint64_t step, int k, uint32_t* indices);
 #endif
 
 }  // namespace rcc

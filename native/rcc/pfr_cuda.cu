@@ -3,15 +3,18 @@
 // are an exact integer prefix sum (CUB), and a two-level (score, index) reduction
 // gives the argmin. Same arithmetic as the CPU kernel (philox.hpp, --fmad=false,
 // terms summed four at a time in float, then in double, in dimension order), so the same inputs
-// give the same index.
+// give the same index. A whole step is one scoring launch over chunks x candidates
+// (pfr_encode_step_cuda), its coefficients copied to the device once.
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
+#include <algorithm>
 #include <cub/device/device_scan.cuh>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "rcc/pfr.hpp"
 
@@ -47,6 +50,7 @@ struct DeviceBuffer {
 struct Workspace {
   std::mutex mutex;
   DeviceBuffer coeffs, exps, arrival, scan_tmp, block_score, block_index, result, normals;
+  DeviceBuffer done;  // per-chunk count of finished score blocks (whole steps)
 };
 
 Workspace& workspace() {
@@ -96,6 +100,43 @@ __device__ void block_argmin(double& s, uint64_t& i) {
   }
 }
 
+// The log-weight sum of candidate j of a chunk of d dimensions (coefficients c, e, b
+// padded to a multiple of 4): the CPU kernel's operations in the CPU kernel's order.
+__device__ double candidate_log_weight(const float* __restrict__ c, const float* __restrict__ e,
+                                       const float* __restrict__ b, int64_t d, Key key,
+                                       uint64_t j) {
+  const uint64_t base = j * static_cast<uint64_t>(d);
+  const uint64_t blk = base >> 2;
+  const uint32_t o = static_cast<uint32_t>(base & 3u);
+  const bool aligned = (d & 3) == 0;
+  float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+  if (!aligned) normal_block(blk, key, p0, p1, p2, p3);
+  const uint64_t shift = aligned ? 0u : 1u;
+  const int64_t d4 = (d + 3) / 4;
+  double acc = 0.0;
+  for (int64_t t = 0; t < d4; ++t) {
+    float q0, q1, q2, q3;
+    normal_block(blk + static_cast<uint64_t>(t) + shift, key, q0, q1, q2, q3);
+    float n0 = q0, n1 = q1, n2 = q2, n3 = q3;
+    if (!aligned) {
+      n0 = o == 0 ? p0 : (o == 1 ? p1 : (o == 2 ? p2 : p3));
+      n1 = o == 0 ? p1 : (o == 1 ? p2 : (o == 2 ? p3 : q0));
+      n2 = o == 0 ? p2 : (o == 1 ? p3 : (o == 2 ? q0 : q1));
+      n3 = o == 0 ? p3 : (o == 1 ? q0 : (o == 2 ? q1 : q2));
+      p0 = q0;
+      p1 = q1;
+      p2 = q2;
+      p3 = q3;
+    }
+    const float4 cc = __ldg(reinterpret_cast<const float4*>(c) + t);
+    const float4 ee = __ldg(reinterpret_cast<const float4*>(e) + t);
+    const float4 bb = __ldg(reinterpret_cast<const float4*>(b) + t);
+    acc += static_cast<double>(term4(n0, n1, n2, n3, cc.x, cc.y, cc.z, cc.w, ee.x, ee.y, ee.z,
+                                     ee.w, bb.x, bb.y, bb.z, bb.w));
+  }
+  return acc;
+}
+
 __global__ void __launch_bounds__(kThreads)
     score_kernel(const float* __restrict__ c, const float* __restrict__ e,
                  const float* __restrict__ b, int64_t d, Key key,
@@ -105,36 +146,7 @@ __global__ void __launch_bounds__(kThreads)
   double score = CUDART_INF;
   uint64_t index = ~uint64_t{0};
   if (j < K) {
-    const uint64_t base = j * static_cast<uint64_t>(d);
-    const uint64_t blk = base >> 2;
-    const uint32_t o = static_cast<uint32_t>(base & 3u);
-    const bool aligned = (d & 3) == 0;
-    float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
-    if (!aligned) normal_block(blk, key, p0, p1, p2, p3);
-    const uint64_t shift = aligned ? 0u : 1u;
-    const int64_t d4 = (d + 3) / 4;
-    double acc = 0.0;
-    for (int64_t t = 0; t < d4; ++t) {
-      float q0, q1, q2, q3;
-      normal_block(blk + static_cast<uint64_t>(t) + shift, key, q0, q1, q2, q3);
-      float n0 = q0, n1 = q1, n2 = q2, n3 = q3;
-      if (!aligned) {
-        n0 = o == 0 ? p0 : (o == 1 ? p1 : (o == 2 ? p2 : p3));
-        n1 = o == 0 ? p1 : (o == 1 ? p2 : (o == 2 ? p3 : q0));
-        n2 = o == 0 ? p2 : (o == 1 ? p3 : (o == 2 ? q0 : q1));
-        n3 = o == 0 ? p3 : (o == 1 ? q0 : (o == 2 ? q1 : q2));
-        p0 = q0;
-        p1 = q1;
-        p2 = q2;
-        p3 = q3;
-      }
-      const float4 cc = __ldg(reinterpret_cast<const float4*>(c) + t);
-      const float4 ee = __ldg(reinterpret_cast<const float4*>(e) + t);
-      const float4 bb = __ldg(reinterpret_cast<const float4*>(b) + t);
-      acc += static_cast<double>(term4(n0, n1, n2, n3, cc.x, cc.y, cc.z, cc.w, ee.x, ee.y, ee.z,
-                                       ee.w, bb.x, bb.y, bb.z, bb.w));
-    }
-    score = log_arrival(arrival[j]) - 0.5 * acc;
+    score = log_arrival(arrival[j]) - 0.5 * candidate_log_weight(c, e, b, d, key, j);
     index = j;
   }
   block_argmin(score, index);
@@ -164,6 +176,82 @@ __global__ void normals_kernel(Key key, uint64_t start, int64_t count, float* ou
   for (int r = 0; r < 4; ++r) {
     const uint64_t idx = 4 * blk + r;
     if (idx >= start && idx - start < static_cast<uint64_t>(count)) out[idx - start] = n[r];
+  }
+}
+
+// --- whole steps ------------------------------------------------------------------
+// Chunks c0 ... c0 + n - 1 of a step, K candidates each: entry c * K + j of the
+// batch arrays is candidate j of chunk c0 + c.
+struct StepBatch {
+  int64_t n_dims, n_chunks;  // the step
+  int64_t c0, n;             // the chunks of this batch
+  uint64_t seed, step, K;
+};
+
+__device__ __forceinline__ Key chunk_key(const StepBatch& s, int64_t c) {
+  return split_key(derive_key(s.seed, s.step, static_cast<uint64_t>(s.c0 + c)));
+}
+
+// Exp(1) draws of every candidate of the batch (fixed point, not yet summed).
+__global__ void step_exponentials_kernel(StepBatch s, uint64_t* out) {
+  const uint64_t per_chunk = (s.K + 3) / 4;
+  const uint64_t t = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
+  if (t >= per_chunk * static_cast<uint64_t>(s.n)) return;
+  const int64_t c = static_cast<int64_t>(t / per_chunk);
+  const uint64_t q = t % per_chunk;
+  uint32_t w[4];
+  philox_block(q, kDomainArrival, chunk_key(s, c), w[0], w[1], w[2], w[3]);
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const uint64_t j = 4 * q + r;
+    if (j < s.K) out[static_cast<uint64_t>(c) * s.K + j] = exponential_fixed(w[r]);
+  }
+}
+
+// One launch over chunks x candidates. Block b scores candidates of chunk b / bpc;
+// the inclusive sum over the whole batch gives each chunk's arrival times as
+// differences (exact modulo 2^64, and a chunk's own sum is below 2^64). The last
+// block of a chunk to finish reduces the chunk's block results into its index.
+__global__ void __launch_bounds__(kThreads)
+    step_score_kernel(StepBatch s, const float* __restrict__ cf, int64_t n_coeffs,
+                      const uint64_t* __restrict__ sums, uint64_t bpc, double* block_score,
+                      uint64_t* block_index, unsigned int* done, uint64_t* indices) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x / bpc);
+  const uint64_t jb = blockIdx.x % bpc;
+  const uint64_t j = jb * blockDim.x + threadIdx.x;
+  const int64_t chunk = s.c0 + c;
+  double score = CUDART_INF;
+  uint64_t index = ~uint64_t{0};
+  if (j < s.K) {
+    const int64_t start = StepChunks::start(s.n_dims, s.n_chunks, chunk);
+    const int64_t d = StepChunks::start(s.n_dims, s.n_chunks, chunk + 1) - start;
+    const int64_t o = StepChunks::coeff_offset(s.n_dims, s.n_chunks, chunk);
+    const uint64_t at = static_cast<uint64_t>(c) * s.K;
+    const uint64_t arrival = sums[at + j] - (at == 0 ? 0u : sums[at - 1]);
+    score = log_arrival(arrival) -
+            0.5 * candidate_log_weight(cf + o, cf + n_coeffs + o, cf + 2 * n_coeffs + o, d,
+                                       chunk_key(s, c), j);
+    index = j;
+  }
+  block_argmin(score, index);
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    block_score[blockIdx.x] = score;
+    block_index[blockIdx.x] = index;
+    __threadfence();
+    last = atomicAdd(done + c, 1u) == static_cast<unsigned int>(bpc - 1);
+  }
+  __syncthreads();
+  if (!last) return;
+  const volatile double* vs = block_score + static_cast<uint64_t>(c) * bpc;
+  const volatile uint64_t* vi = block_index + static_cast<uint64_t>(c) * bpc;
+  score = CUDART_INF;
+  index = ~uint64_t{0};
+  for (uint64_t q = threadIdx.x; q < bpc; q += blockDim.x) keep_better(score, index, vs[q], vi[q]);
+  block_argmin(score, index);
+  if (threadIdx.x == 0) {
+    indices[chunk] = index;
+    done[c] = 0u;
   }
 }
 
@@ -222,6 +310,66 @@ void normals_cuda(Key key, uint64_t start, int64_t count, float* out) {
   check(cudaGetLastError(), "normals_kernel");
   check(cudaMemcpy(out, dev, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost),
         "copy normals");
+}
+
+void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks, uint64_t seed,
+                          uint64_t step, int k, uint32_t* indices) {
+  check_chunk_bits(k);
+  Workspace& ws = workspace();
+  std::lock_guard<std::mutex> lock(ws.mutex);
+  const uint64_t K = uint64_t{1} << k;
+  // The step's inputs go to the device once: every chunk's coefficients.
+  const size_t n_coeffs = cf.c.size();
+  float* coeffs = static_cast<float*>(ws.coeffs.get(3 * n_coeffs * sizeof(float)));
+  check(cudaMemcpy(coeffs, cf.c.data(), n_coeffs * sizeof(float), cudaMemcpyHostToDevice),
+        "copy c");
+  check(cudaMemcpy(coeffs + n_coeffs, cf.e.data(), n_coeffs * sizeof(float),
+                   cudaMemcpyHostToDevice),
+        "copy e");
+  check(cudaMemcpy(coeffs + 2 * n_coeffs, cf.b.data(), n_coeffs * sizeof(float),
+                   cudaMemcpyHostToDevice),
+        "copy b");
+  // Chunks in batches of at most 2^27 candidates (1 GiB of arrival times), so that
+  // any step fits; a DiffC step is one batch.
+  const int64_t per_batch =
+      std::max<int64_t>(1, static_cast<int64_t>((uint64_t{1} << 27) / K));
+  const int64_t batch = std::min(n_chunks, per_batch);
+  const unsigned threads = static_cast<unsigned>(std::min<uint64_t>(kThreads, (K + 31) / 32 * 32));
+  const uint64_t bpc = (K + threads - 1) / threads;
+  uint64_t* exps = static_cast<uint64_t*>(ws.exps.get(batch * K * sizeof(uint64_t)));
+  uint64_t* sums = static_cast<uint64_t*>(ws.arrival.get(batch * K * sizeof(uint64_t)));
+  double* bs = static_cast<double*>(ws.block_score.get(batch * bpc * sizeof(double)));
+  uint64_t* bi = static_cast<uint64_t*>(ws.block_index.get(batch * bpc * sizeof(uint64_t)));
+  unsigned int* done = static_cast<unsigned int*>(ws.done.get(batch * sizeof(unsigned int)));
+  uint64_t* out = static_cast<uint64_t*>(ws.result.get(n_chunks * sizeof(uint64_t)));
+  check(cudaMemset(done, 0, batch * sizeof(unsigned int)), "clear done");
+  for (int64_t c0 = 0; c0 < n_chunks; c0 += batch) {
+    const StepBatch s{n_dims, n_chunks, c0, std::min(batch, n_chunks - c0), seed, step, K};
+    const uint64_t items = static_cast<uint64_t>(s.n) * K;
+    const uint64_t exp_threads = static_cast<uint64_t>(s.n) * ((K + 3) / 4);
+    step_exponentials_kernel<<<static_cast<unsigned>((exp_threads + kThreads - 1) / kThreads),
+                               kThreads>>>(s, exps);
+    check(cudaGetLastError(), "step_exponentials_kernel");
+    size_t tmp_bytes = 0;
+    check(cub::DeviceScan::InclusiveSum(nullptr, tmp_bytes, exps, sums, static_cast<int>(items)),
+          "scan size");
+    void* tmp = ws.scan_tmp.get(tmp_bytes > 0 ? tmp_bytes : 1);
+    check(cub::DeviceScan::InclusiveSum(tmp, tmp_bytes, exps, sums, static_cast<int>(items)),
+          "scan");
+    step_score_kernel<<<static_cast<unsigned>(static_cast<uint64_t>(s.n) * bpc), threads>>>(
+        s, coeffs, static_cast<int64_t>(n_coeffs), sums, bpc, bs, bi, done, out);
+    check(cudaGetLastError(), "step_score_kernel");
+  }
+  std::vector<uint64_t> host(static_cast<size_t>(n_chunks));
+  check(cudaMemcpy(host.data(), out, n_chunks * sizeof(uint64_t), cudaMemcpyDeviceToHost),
+        "copy indices");
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    if (host[c] >= K) {
+      throw std::runtime_error("PFR (CUDA) found no finite score in chunk " + std::to_string(c) +
+                               " (non-finite coefficients?)");
+    }
+    indices[c] = static_cast<uint32_t>(host[c]);
+  }
 }
 
 }  // namespace rcc

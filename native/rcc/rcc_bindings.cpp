@@ -86,6 +86,33 @@ py::array_t<float> sample_of(const double* mu_p, const double* s_p, int64_t d, K
   return out;
 }
 
+// A step's array: 1-D, C-contiguous float32 or float64 of length n (n < 0: any).
+Values step_values(const py::array& a, const char* name, int64_t n) {
+  const bool f32 = a.dtype().is(py::dtype::of<float>());
+  if (!(f32 || a.dtype().is(py::dtype::of<double>())) || a.ndim() != 1 ||
+      !(a.flags() & py::array::c_style) || (n >= 0 && a.shape(0) != n)) {
+    throw std::invalid_argument(std::string(name) + " must be a 1-D contiguous float32 or " +
+                                "float64 array" + (n >= 0 ? " of length " + std::to_string(n) : ""));
+  }
+  return Values{a.data(), f32};
+}
+
+StepGaussians step_gaussians(const py::array& mu_q, const py::array& s_q, const py::array& mu_p,
+                             const py::array& s_p) {
+  StepGaussians g;
+  g.mu_q = step_values(mu_q, "mu_q", -1);
+  g.n = mu_q.shape(0);
+  if (g.n < 1) throw std::invalid_argument("mu_q must have at least 1 value");
+  g.s_q = step_values(s_q, "sigma_q", g.n);
+  g.mu_p = step_values(mu_p, "mu_p", g.n);
+  g.s_p = step_values(s_p, "sigma_p", g.n);
+  return g;
+}
+
+void throw_if(const std::string& problem) {
+  if (!problem.empty()) throw std::invalid_argument(problem);
+}
+
 }  // namespace
 
 void register_bindings(py::module_& m) {
@@ -191,6 +218,92 @@ void register_bindings(py::module_& m) {
       },
       py::arg("n"), py::arg("seed"), py::arg("step"),
       "Fisher-Yates permutation of range(n) keyed by (seed, step) (domain 2).");
+  m.def(
+      "rcc_kl_bits",
+      [](const py::array& mu_q, const py::array& s_q, const py::array& mu_p, const py::array& s_p,
+         bool scoring, int threads) {
+        const StepGaussians g = step_gaussians(mu_q, s_q, mu_p, s_p);
+        py::gil_scoped_release nogil;
+        throw_if(check_step(g, scoring, threads));
+        return kl_bits(g, threads);
+      },
+      py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"),
+      py::arg("scoring") = false, py::arg("threads") = 0,
+      "KL(q || p) in bits of diagonal Gaussians (1-D float32/float64 arrays of one length), "
+      "summed in a fixed order. ValueError names the first bad value (with scoring: also "
+      "q too far from p to score candidates in float32, as rcc_encode_step checks).");
+  m.def(
+      "rcc_encode_step",
+      [](const py::array& mu_q, const py::array& s_q, const py::array& mu_p, const py::array& s_p,
+         uint64_t seed, uint64_t step, int k, int64_t n_chunks, const std::string& device,
+         int threads) {
+        const StepGaussians g = step_gaussians(mu_q, s_q, mu_p, s_p);
+        check_chunk_bits(k);
+        const bool cuda = use_cuda(device);
+        py::array_t<uint32_t> indices(n_chunks > 0 ? n_chunks : 0);
+        py::array_t<float> sample(g.n);
+        uint32_t* idx = indices.mutable_data();
+        float* z = sample.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          throw_if(check_step(g, true, threads));
+#ifdef GENCODEC_WITH_CUDA
+          if (cuda) {
+            const StepChunks chunks(g.n, n_chunks, seed, step);
+            pfr_encode_step_cuda(step_coeffs(g, chunks, threads), g.n, n_chunks, seed, step, k,
+                                 idx);
+            step_samples(chunks, g.mu_p, g.s_p, seed, step, idx, threads, z);
+          } else {
+            encode_step_cpu(g, seed, step, k, n_chunks, threads, idx, z);
+          }
+#else
+          (void)cuda;
+          encode_step_cpu(g, seed, step, k, n_chunks, threads, idx, z);
+#endif
+        }
+        return py::make_tuple(indices, sample);
+      },
+      py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"), py::arg("seed"),
+      py::arg("step"), py::arg("chunk_bits"), py::arg("n_chunks"), py::arg("device") = "cpu",
+      py::arg("threads") = 0,
+      "PFR-encode every chunk of a step (1-D float32/float64 arrays): the permutation of "
+      "(seed, step) cut into n_chunks parts; returns (uint32 indices, float32 sample).");
+  m.def(
+      "rcc_decode_step",
+      [](const py::array& mu_p, const py::array& s_p, const py::array& indices, uint64_t seed,
+         uint64_t step, int k, const std::string& device, int threads) {
+        const Values mp = step_values(mu_p, "mu_p", -1);
+        const int64_t n = mu_p.shape(0);
+        if (n < 1) throw std::invalid_argument("mu_p must have at least 1 value");
+        const Values sp = step_values(s_p, "sigma_p", n);
+        check_chunk_bits(k);
+        if (!indices.dtype().is(py::dtype::of<uint32_t>()) || indices.ndim() != 1 ||
+            !(indices.flags() & py::array::c_style)) {
+          throw std::invalid_argument("indices must be a 1-D contiguous uint32 array");
+        }
+        const int64_t n_chunks = indices.shape(0);
+        const uint32_t* idx = static_cast<const uint32_t*>(indices.data());
+        for (int64_t c = 0; c < n_chunks; ++c) {
+          if (static_cast<uint64_t>(idx[c]) >> k) {
+            throw std::invalid_argument("index " + std::to_string(idx[c]) + " of chunk " +
+                                        std::to_string(c) + " does not fit in " +
+                                        std::to_string(k) + " bits");
+          }
+        }
+        use_cuda(device);  // the decoder's work (one normal per dimension) stays on the CPU
+        py::array_t<float> sample(n);
+        float* z = sample.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          throw_if(check_prior(mp, sp, n, threads));
+          const StepChunks chunks(n, n_chunks, seed, step);
+          step_samples(chunks, mp, sp, seed, step, idx, threads, z);
+        }
+        return sample;
+      },
+      py::arg("mu_p"), py::arg("sigma_p"), py::arg("indices"), py::arg("seed"), py::arg("step"),
+      py::arg("chunk_bits"), py::arg("device") = "cpu", py::arg("threads") = 0,
+      "PFR-decode every chunk of a step: the float32 sample of the candidates `indices`.");
   m.def("rcc_cpu_kernel", &cpu_kernel_name,
         "The CPU scoring kernel in use: avx512, avx2 or generic (GENCODEC_RCC_KERNEL forces one).");
 }

@@ -24,18 +24,28 @@ Images are HxWx3 ``uint8`` RGB numpy arrays. :func:`load_image` turns any file P
 Outputs are written atomically (:func:`atomic_output`): to a temporary file in the same
 folder, moved into place only when complete, never over an existing file without
 ``force`` and never over one of the command's inputs; the new file gets the usual
-permissions (0666 less the umask). A symbolic link is written through (the file it
-names is replaced, the link stays); an existing character device or FIFO
-(``/dev/null``, a named pipe) is written straight into, not replaced.
+permissions (0666 less the umask). A symbolic link is always written through: the file
+it names (at the end of a chain of links) is created, or replaced with ``force``, and
+the link stays, whether or not that file existed (a dangling link is not replaced by a
+file). An existing character device or FIFO (``/dev/null``, a named pipe) is written
+straight into, not replaced.
+
+``-`` means standard input (:func:`load_image`, :func:`read_input`) and standard
+output (:func:`atomic_output`), as in FFmpeg. An output that *is* standard output
+(``-``, ``/dev/stdout``, or the file the shell redirected it to) is written there once
+complete, with no ``force`` needed: the shell has already opened it. Image outputs
+without an extension there are PNG (:func:`image_format`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
 import stat
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,7 +54,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from gencodec.errors import InputError, OutputExistsError
+from gencodec.errors import GencodecError, InputError, OutputExistsError
+
+#: The file name that means standard input or standard output, as in FFmpeg.
+STDIO = "-"
+#: How messages name standard input.
+STDIN_NAME = "<stdin>"
 
 #: Formats whose multi-frame files are animations (refused), as Pillow names them.
 ANIMATION_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")
@@ -182,28 +197,55 @@ def check_input(path: str | os.PathLike) -> Path:
     if stat.S_ISDIR(mode):
         raise InputError(f"{p}: is a directory, not a file")
     if not stat.S_ISREG(mode):
-        raise InputError(f"{p}: not a regular file (a FIFO, socket or device); give a file")
+        raise InputError(f"{p}: not a regular file (a FIFO, socket or device); give a file, "
+                         f"or {STDIO} to read standard input")
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: cannot read: permission denied")
     return p
 
 
+def read_input(path: str | os.PathLike) -> bytes:
+    """The bytes of an input file (:func:`check_input`), or of standard input for ``-``."""
+    if str(path) == STDIO:
+        return sys.stdin.buffer.read()
+    return check_input(path).read_bytes()
+
+
+def input_name(path: str | os.PathLike) -> str:
+    """How messages name an input: the path, or ``<stdin>`` for ``-``."""
+    return STDIN_NAME if str(path) == STDIO else str(path)
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array (see the module rules)."""
+    """Read an image file (or standard input, for ``-``) as an HxWx3 uint8 RGB array
+    (see the module rules)."""
+    if str(path) == STDIO:
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise InputError(f"{STDIN_NAME}: empty input")
+        return _decode_image(data, STDIN_NAME)
     p = check_input(path)
     if p.stat().st_size == 0:
         raise InputError(f"{p}: empty file")
+    return _decode_image(p, str(p))
+
+
+def _decode_image(source: Path | bytes, name: str) -> np.ndarray:
+    """Decode a file, or the bytes read from standard input, named ``name`` in errors."""
+    def opened():
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
     try:
-        with Image.open(p) as im:
-            check_pixels(im.width, im.height, str(p))
+        with opened() as im:
+            check_pixels(im.width, im.height, name)
             if im.format in ANIMATION_FORMATS and getattr(im, "is_animated", False):
-                raise InputError(f"{p}: animated {im.format} ({im.n_frames} frames); gencodec "
-                                 "codes still images: extract one frame first")
+                raise InputError(f"{name}: animated {im.format} ({im.n_frames} frames); "
+                                 "gencodec codes still images: extract one frame first")
             if im.format == "PNG":
                 # Pillow decodes a PNG whose last bytes (zlib checksum, IEND) are cut
                 # off without complaint; verify() walks every chunk and its CRC.
                 im.verify()
-        with Image.open(p) as im:
+        with opened() as im:
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
@@ -213,17 +255,18 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except InputError:
         raise
     except Image.UnidentifiedImageError:
-        if _head(p, 4) == b"GNCD":  # the container's magic
-            raise InputError(f"{p}: is a gencodec stream, not an image ('gencodec decode' "
+        head = source[:4] if isinstance(source, bytes) else _head(source, 4)
+        if head == b"GNCD":  # the container's magic
+            raise InputError(f"{name}: is a gencodec stream, not an image ('gencodec decode' "
                              "reads it)") from None
-        raise InputError(f"{p}: not a recognised image file (or corrupt)") from None
+        raise InputError(f"{name}: not a recognised image file (or corrupt)") from None
     except MemoryError:
-        raise InputError(f"{p}: not enough memory to decode this image") from None
+        raise InputError(f"{name}: not enough memory to decode this image") from None
     except PermissionError:
-        raise InputError(f"{p}: cannot read: permission denied") from None
+        raise InputError(f"{name}: cannot read: permission denied") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise all sorts on corrupt data
         why = str(exc) or type(exc).__name__
-        raise InputError(f"{p}: cannot decode image (corrupt or truncated?): {why}") from None
+        raise InputError(f"{name}: cannot decode image (corrupt or truncated?): {why}") from None
 
 
 def _head(path: Path, n: int) -> bytes:
@@ -241,16 +284,19 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     On any exception the temporary file is removed and ``path`` is left untouched.
     The temporary name keeps the suffix, so libraries that pick a format by
     extension still work. An existing character device or FIFO is yielded itself
-    (there is nothing to replace, and renaming over ``/dev/null`` would destroy it)."""
-    dest = Path(path)
-    check_output(dest, force)
-    if _is_stream_device(dest):
-        yield dest
+    (there is nothing to replace, and renaming over ``/dev/null`` would destroy it);
+    standard output (:func:`is_stdout`) gets the complete file once it is written; a
+    symbolic link is written through (the file it names is created or replaced).
+    Failures to write (a full disk, a read-only file system) name ``path``."""
+    check_output(path, force)
+    if is_stdout(path):
+        with _to_stdout(Path(path).suffix) as tmp:
+            yield tmp
         return
-    if dest.is_symlink() and dest.exists():
-        # write through the link (as cp does): the file it names gets the new content,
-        # the link stays (renaming over it would replace the link, e.g. /dev/stdout)
-        dest = Path(os.path.realpath(dest))
+    if _is_stream_device(Path(path)):
+        yield Path(path)
+        return
+    dest = _through_links(Path(path))
     parent = dest.parent
     try:
         # the name is cut so that it stays within NAME_MAX (255 bytes) for long outputs
@@ -264,31 +310,126 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     try:
         # mkstemp creates the file 0600; give the output the permissions open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
-        yield tmp_path
-        if force:
-            os.replace(tmp_path, dest)
-        else:
-            _move_no_clobber(tmp_path, dest)
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if not _failed_to_store(exc, tmp_path):
+                raise  # about something else (an input, an encoder): its own words
+            raise _write_error(dest, exc) from exc
+        try:
+            if force:
+                os.replace(tmp_path, dest)
+            else:
+                _move_no_clobber(tmp_path, dest)
+        except OSError as exc:
+            raise _write_error(dest, exc) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: errno values that say a file could not be stored (full disk or quota, read-only file
+#: system, I/O error, file too large), whatever file the error names.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+
+
+def _failed_to_store(exc: OSError, tmp: Path) -> bool:
+    """Whether an error raised while writing ``tmp`` is about storing it: it names
+    ``tmp``, or names no file and is a storage errno (a full disk's write() names none)."""
+    if exc.filename is not None:
+        return str(exc.filename) == str(tmp)
+    return exc.errno in _STORAGE_ERRNOS
+
+
+def _write_error(dest: Path, exc: OSError) -> GencodecError:
+    """A failed write (``[Errno 28] No space left on device``, which names no file) as
+    one line naming the output."""
+    return GencodecError(f"{dest}: cannot write: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def _to_stdout(suffix: str) -> Iterator[Path]:
+    """A temporary file whose content goes to standard output once complete (so that
+    a failure writes nothing there, and libraries still get a path with ``suffix``)."""
+    fd, tmp = tempfile.mkstemp(prefix=".gencodec-stdout.", suffix=suffix[:16])
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if not _failed_to_store(exc, tmp_path):
+                raise
+            raise GencodecError(f"{STDIO}: cannot write the copy for standard output in "
+                                f"{tempfile.gettempdir()}: {exc.strerror or exc}") from exc
+        with open(tmp_path, "rb") as f:
+            sys.stdout.flush()
+            out = sys.stdout.buffer
+            for block in iter(lambda: f.read(1 << 20), b""):
+                out.write(block)
+            out.flush()
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names this process's standard output: ``-``, or another name of
+    the same open file (``/dev/stdout``, ``/proc/self/fd/1``, the file the shell
+    redirected it to)."""
+    if str(path) == STDIO:
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
+        return False
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format an image written to ``path`` gets, from its extension; PNG
+    (lossless) for standard output, a pipe or a device named without one. An output
+    with no or an unknown extension is an :class:`InputError`, before any work."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is not None and fmt in Image.SAVE:
+        return fmt
+    if not suffix and (is_stdout(path) or _is_stream_device(Path(path))):
+        return "PNG"
+    if not suffix:
+        raise InputError(f"{path}: no extension to choose the image format by; name it "
+                         f"{Path(path).name}.png (or .jpg, .webp, .tif, ...)")
+    raise InputError(f"{path}: cannot write this format: unknown image file extension "
+                     f"{suffix} (use .png, .jpg, .webp, .tif, ...)")
+
+
+def _through_links(p: Path) -> Path:
+    """The file a symbolic link names, at the end of any chain of links (it need not
+    exist: it is then created); ``p`` itself when it is not a link."""
+    if not p.is_symlink():
+        return p
+    target = Path(os.path.realpath(p))
+    if target.is_symlink():
+        raise InputError(f"{p}: symbolic link loop")
+    return target
 
 
 def check_output(path: str | os.PathLike, force: bool = False,
                  inputs: tuple[str | os.PathLike, ...] | list = ()) -> None:
     """Raise unless ``path`` can be written: never one of ``inputs`` (not even with
     ``force``), an existing file needs ``force``, a directory or block device never
-    is, and the folder must exist and be writable. Commands call this before long
-    work so that they fail early; :func:`atomic_output` calls it again."""
+    is, and the folder must exist and be writable. Standard output (``-``) and other
+    character devices and FIFOs are always writable; a symbolic link is checked as the
+    file it names. Commands call this before long work so that they fail early;
+    :func:`atomic_output` calls it again."""
     dest = Path(path)
     for src in inputs:
         if _same_file(src, dest):
             raise InputError(f"{dest}: is also the input {src}; choose another output name "
                              "(the input is never overwritten)")
+    if is_stdout(dest) or _is_stream_device(dest):
+        return
+    dest = _through_links(dest)
     if dest.is_dir():
         raise InputError(f"{dest}: is a directory")
-    if _is_stream_device(dest):
-        return
     if dest.exists() and not dest.is_file():
         raise InputError(f"{dest}: exists and is not a regular file")
     if dest.exists() and not force:
@@ -342,11 +483,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, force: bool = False) -> None:
-    """Write an RGB array to ``path`` (format from the extension), atomically."""
+    """Write an RGB array to ``path`` (format: :func:`image_format`), atomically."""
     image = as_rgb_uint8(image)
+    fmt = image_format(path)
     with atomic_output(path, force) as tmp:
         try:
-            Image.fromarray(image).save(tmp, format=Image.registered_extensions().get(
-                Path(path).suffix.lower()))
+            Image.fromarray(image).save(tmp, format=fmt)
         except (KeyError, ValueError) as exc:
             raise InputError(f"{path}: cannot write this format: {exc}") from None

@@ -23,7 +23,11 @@ A diffusion step carries far more than ``k`` bits, so :func:`encode_step` splits
 dimensions into chunks of about equal KL: ``n = max(1, ceil(KL / (k - padding_bits)))``
 chunks, made of a seeded permutation of the (C-order flattened) dimensions cut into
 ``n`` nearly equal parts (the first ``D mod n`` chunks one dimension longer). The
-receiver knows ``n`` from the number of indices; nothing else is sent.
+receiver knows ``n`` from the number of indices; nothing else is sent. One native call
+codes every chunk of a step (permutation, chunk bounds, scores, argmins and the
+sample's scatter in C++, chunks or candidates across OpenMP threads; on a GPU one
+launch over chunks x candidates); :func:`encode_step_per_chunk` is the same code with
+one native call per chunk, the reference the tests and benchmarks check it against.
 
 Shared randomness and the bitstream format are defined in ``native/rcc/philox.hpp``
 (Philox4x32-10 keyed by ``(seed, step, chunk)`` through splitmix64, normals by
@@ -60,7 +64,9 @@ __all__ = [
     "chunk_bounds",
     "cpu_kernel",
     "decode_step",
+    "decode_step_per_chunk",
     "encode_step",
+    "encode_step_per_chunk",
     "gaussian_kl_bits",
     "n_chunks_for",
     "permutation",
@@ -158,7 +164,7 @@ def _device(device: object) -> str:
     return name
 
 
-def _real_array(x: object, name: str) -> np.ndarray:
+def _numeric_array(x: object, name: str) -> np.ndarray:
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:
@@ -168,7 +174,11 @@ def _real_array(x: object, name: str) -> np.ndarray:
         or a.dtype == bool
     ):
         raise InputError(f"{name} must be a real float array, got dtype {a.dtype}")
-    a = a.astype(np.float64)
+    return a
+
+
+def _real_array(x: object, name: str) -> np.ndarray:
+    a = _numeric_array(x, name).astype(np.float64)
     bad = ~np.isfinite(a)
     if bad.any():
         first = int(np.flatnonzero(bad.ravel())[0])
@@ -239,6 +249,45 @@ def _prior(mu_p, sigma_p):
     return np.ascontiguousarray(mp).ravel(), _sigma(sigma_p, "sigma_p", mp.shape), mp.shape
 
 
+def _flat(x: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A 1-D contiguous float32 or float64 view (or copy) of an input, broadcast to
+    ``shape`` when given; its values are checked by the native call."""
+    a = _numeric_array(x, name)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    if shape is not None and a.shape != shape:
+        try:
+            a = np.broadcast_to(a, shape)
+        except ValueError:
+            raise InputError(
+                f"{name} of shape {a.shape} does not broadcast to the mean's shape {shape}"
+            ) from None
+    return np.ascontiguousarray(a).ravel()
+
+
+def _step_gaussians(mu_q, sigma_q, mu_p, sigma_p):
+    """Flattened float32/float64 (mu_q, s_q, mu_p, s_p) and the shape, for the native
+    whole-step calls (they check the values)."""
+    mq, mp = _numeric_array(mu_q, "mu_q"), _numeric_array(mu_p, "mu_p")
+    if mq.shape != mp.shape:
+        raise InputError(f"mu_q has shape {mq.shape} but mu_p has shape {mp.shape}")
+    if mq.size == 0:
+        raise InputError("mu_q and mu_p are empty (need at least 1 dimension)")
+    shape = mq.shape
+    flat = (_flat(mq, "mu_q"), _flat(sigma_q, "sigma_q", shape), _flat(mp, "mu_p"))
+    return *flat, _flat(sigma_p, "sigma_p", shape), shape
+
+
+def _native_checked(call, diagnose):
+    """``call()``; when the native layer refuses the values (ValueError), ``diagnose()``
+    runs the numpy checks, which raise the InputError that names the problem."""
+    try:
+        return call()
+    except ValueError as exc:
+        diagnose()
+        raise InputError(str(exc)) from None
+
+
 # --- chunking ---------------------------------------------------------------------
 
 
@@ -254,9 +303,14 @@ def _kl_bits_per_dim(mq, sq, mp, sp) -> np.ndarray:
 
 def gaussian_kl_bits(mu_q, sigma_q, mu_p, sigma_p) -> float:
     """Total KL(q || p) in bits for diagonal Gaussians; sigmas are scalars or arrays
-    broadcastable to the means' shape."""
-    mq, sq, mp, sp, _ = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
-    return float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
+    broadcastable to the means' shape. The per-dimension terms are those of
+    :func:`_kl_bits_per_dim`, summed natively in a fixed order (one value whatever the
+    thread count)."""
+    mq, sq, mp, sp, _ = _step_gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    return _native_checked(
+        lambda: _native.rcc_kl_bits(mq, sq, mp, sp),
+        lambda: _gaussians(mu_q, sigma_q, mu_p, sigma_p),
+    )
 
 
 def n_chunks_for(
@@ -388,6 +442,27 @@ def pfr_decode_chunk(
 # --- whole steps ------------------------------------------------------------------
 
 
+def _step_chunks(kl_bits, n_dims, k, padding_bits, n_chunks, step) -> int:
+    """The chunk count of a step: adaptive from ``kl_bits()`` or the fixed ``n_chunks``."""
+    if n_chunks is None:
+        kl = kl_bits()
+        n = n_chunks_for(kl, k, padding_bits)
+        need = f"KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} bits"
+    else:
+        if isinstance(n_chunks, bool) or not isinstance(n_chunks, numbers.Integral):
+            raise InputError(f"step {step}: n_chunks must be an integer, got {n_chunks!r}")
+        n = int(n_chunks)
+        if n < 1:
+            raise InputError(f"step {step}: n_chunks must be >= 1, got {n_chunks}")
+        need = f"a fixed budget of {n} chunks"
+    if n > n_dims:
+        raise InputError(
+            f"step {step}: {need}, but there are only {n_dims} dimensions (a chunk would "
+            "get none); raise chunk_bits or send less information per step"
+        )
+    return n
+
+
 def encode_step(
     mu_q,
     sigma_q,
@@ -407,27 +482,79 @@ def encode_step(
     The chunk count is adaptive by default (:func:`n_chunks_for` of this step's D_KL);
     ``n_chunks`` fixes it instead (a fixed per-step budget, the DiffC paper's "mean"
     schedule), in which case a step whose D_KL exceeds its budget is sent with a
-    coarser sample (PFR with fewer candidates than the KL asks for)."""
+    coarser sample (PFR with fewer candidates than the KL asks for).
+
+    One native call codes every chunk; the values are checked there, in the same pass
+    (a refusal is diagnosed by the numpy checks of :func:`encode_step_per_chunk`)."""
+    mq, sq, mp, sp, shape = _step_gaussians(mu_q, sigma_q, mu_p, sigma_p)
+    seed, step = _uint64(seed, "seed"), _uint64(step, "step")
+    k, device = _chunk_bits(chunk_bits), _device(device)
+
+    def diagnose():
+        _check_scoring_range(*_gaussians(mu_q, sigma_q, mu_p, sigma_p)[:4])
+
+    def kl_bits():
+        return _native_checked(lambda: _native.rcc_kl_bits(mq, sq, mp, sp, True), diagnose)
+
+    n = _step_chunks(kl_bits, mq.size, k, padding_bits, n_chunks, step)
+    indices, sample = _native_checked(
+        lambda: _native.rcc_encode_step(mq, sq, mp, sp, seed, step, k, n, device), diagnose
+    )
+    return StepCode(indices, k), sample.reshape(shape)
+
+
+def decode_step(
+    mu_p, sigma_p, code: StepCode, *, seed: int, step: int, device: str = "cpu"
+) -> np.ndarray:
+    """Receive a step: the sample (float32, ``mu_p``'s shape) from p, the seed, the step
+    and the chunk indices. The work is one normal per dimension, done on the CPU for
+    either device (the CUDA coder draws the same normals)."""
+    if not isinstance(code, StepCode):
+        raise InputError(f"code must be a StepCode, got {type(code).__name__}")
+    mp = _numeric_array(mu_p, "mu_p")
+    if mp.size == 0:
+        raise InputError("mu_p is empty (need at least 1 dimension)")
+    shape = mp.shape
+    mp, sp = _flat(mp, "mu_p"), _flat(sigma_p, "sigma_p", shape)
+    seed, step, device = _uint64(seed, "seed"), _uint64(step, "step"), _device(device)
+    chunk_bounds(mp.size, code.n_chunks)  # refuses more chunks than dimensions
+    sample = _native_checked(
+        lambda: _native.rcc_decode_step(
+            mp, sp, code.indices, seed, step, code.chunk_bits, device
+        ),
+        lambda: _prior(mu_p, sigma_p),
+    )
+    return sample.reshape(shape)
+
+
+def encode_step_per_chunk(
+    mu_q,
+    sigma_q,
+    mu_p,
+    sigma_p,
+    *,
+    seed: int,
+    step: int,
+    chunk_bits: int = 16,
+    padding_bits: float = DEFAULT_PADDING_BITS,
+    device: str = "cpu",
+    n_chunks: int | None = None,
+) -> tuple[StepCode, np.ndarray]:
+    """:func:`encode_step` with the checks in numpy, the chunking in Python and one
+    native call per chunk: the same code, bit for bit (the reference of the tests and
+    of benchmarks/diffc.py)."""
     mq, sq, mp, sp, shape = _gaussians(mu_q, sigma_q, mu_p, sigma_p)
     _check_scoring_range(mq, sq, mp, sp)
     seed, step = _uint64(seed, "seed"), _uint64(step, "step")
     k, device = _chunk_bits(chunk_bits), _device(device)
-    if n_chunks is None:
-        kl = float(_kl_bits_per_dim(mq, sq, mp, sp).sum())
-        n = n_chunks_for(kl, k, padding_bits)
-        need = f"KL of {kl:.1f} bits needs {n} chunks of at most {k} - {padding_bits} bits"
-    else:
-        if isinstance(n_chunks, bool) or not isinstance(n_chunks, numbers.Integral):
-            raise InputError(f"step {step}: n_chunks must be an integer, got {n_chunks!r}")
-        n = int(n_chunks)
-        if n < 1:
-            raise InputError(f"step {step}: n_chunks must be >= 1, got {n_chunks}")
-        need = f"a fixed budget of {n} chunks"
-    if n > mq.size:
-        raise InputError(
-            f"step {step}: {need}, but there are only {mq.size} dimensions (a chunk would "
-            "get none); raise chunk_bits or send less information per step"
-        )
+    n = _step_chunks(
+        lambda: float(_kl_bits_per_dim(mq, sq, mp, sp).sum()),
+        mq.size,
+        k,
+        padding_bits,
+        n_chunks,
+        step,
+    )
     perm = _native.rcc_permutation(mq.size, seed, step)
     bounds = chunk_bounds(mq.size, n)
     indices = np.empty(n, dtype=np.uint32)
@@ -440,11 +567,10 @@ def encode_step(
     return StepCode(indices, k), sample.reshape(shape)
 
 
-def decode_step(
+def decode_step_per_chunk(
     mu_p, sigma_p, code: StepCode, *, seed: int, step: int, device: str = "cpu"
 ) -> np.ndarray:
-    """Receive a step: the sample (float32, ``mu_p``'s shape) from p, the seed, the step
-    and the chunk indices."""
+    """:func:`decode_step` with one native call per chunk (the reference)."""
     if not isinstance(code, StepCode):
         raise InputError(f"code must be a StepCode, got {type(code).__name__}")
     mp, sp, shape = _prior(mu_p, sigma_p)

@@ -108,3 +108,69 @@ def test_calibrate_help_explains_every_option():
         assert action.help and len(action.help) > 10, action.dest
         if action.default not in (None, False) and action.required is False:
             assert "default" in action.help, action.dest
+
+
+# -- issue 10 (part B): what the DiffC command lines say ---------------------------------------
+
+def test_bpp_between_two_steps_gets_a_note(tmp_path, photo32, profile_file, capsys):
+    """``--bpp 1.0`` gave 1.229 bpp with no word: DiffC's rate moves in whole steps."""
+    from gencodec.codecs_ext import get_codec
+
+    src, enc = tmp_path / "in.png", tmp_path / "s.gnc"
+    Image.fromarray(photo32).save(src)
+    codec = get_codec("diffc", profile=str(profile_file))
+    rates = [len(codec.encode(photo32, k)) * 8 / photo32[..., 0].size  # longest first:
+             for k in range(codec.quality.hi, 0, -1)][::-1]  # the others are cut from it
+    k = max(range(len(rates) - 1), key=lambda i: rates[i + 1] / rates[i])  # widest gap
+    lo, hi = rates[k], rates[k + 1]
+    assert hi > 1.2 * lo  # a target between them is > 5% from both
+    target = (lo + hi) / 2
+    capsys.readouterr()
+    assert main(["encode", str(src), "-o", str(enc), "--codec", "diffc", "--bpp",
+                 f"{target:.6f}", "-O", f"profile={profile_file}"]) == 0
+    err = capsys.readouterr().err
+    assert (f"falls between adjacent settings steps={k + 1} ({lo:.4f} bpp) and "
+            f"steps={k + 2} ({hi:.4f} bpp)") in err, err
+    written = enc.stat().st_size * 8 / photo32[..., 0].size
+    assert f"wrote the nearest, {written:.4f} bpp" in err
+
+
+def test_info_and_max_bytes_name_model_profile_and_steps(tmp_path, photo32, profile_file,
+                                                         capsys):
+    """``info`` showed no model, profile or step count for a DiffC stream, ``decode
+    --max-bytes`` did not say how many steps it used, and ``decode -O seed=5`` was
+    silently ignored."""
+    from gencodec.codecs_ext import get_codec
+
+    src, enc = tmp_path / "in.png", tmp_path / "s.gnc"
+    Image.fromarray(photo32).save(src)
+    prof = ["-O", f"profile={profile_file}"]
+    assert main(["encode", str(src), "-o", str(enc), "--codec", "diffc", "-q", "6",
+                 "-O", "seed=7", *prof]) == 0
+    capsys.readouterr()
+    assert main(["info", str(enc), *prof]) == 0
+    out = capsys.readouterr().out
+    assert "steps:         6 coded, seed 7" in out
+    assert f"model:         gaussian-spectral, profile {profile_file} (fingerprint matches)" \
+        in out
+    assert "profile:       6 of 8 steps (x_t at t=90)" in out  # the fixture's profile
+    assert main(["info", str(enc)]) == 0  # the embedded model's own profile is not it
+    out = capsys.readouterr().out
+    assert "model:         unknown: not gaussian-spectral with the model's own " \
+           "diffc_profile.json; decoding needs --model and -O profile=" in out
+
+    data = enc.read_bytes()
+    n = len(data) // 2
+    codec = get_codec("diffc", profile=str(profile_file))
+    k = codec.coded_steps(data[:n])
+    assert 0 < k < 6
+    assert main(["decode", str(enc), "-o", str(tmp_path / "part.png"), "--max-bytes", str(n),
+                 *prof]) == 0
+    out = capsys.readouterr().out
+    assert f"part.png: diffc 32x32, {k} of 8 steps (x_t at " \
+           f"t={codec.profile.timesteps[k - 1]}) from the first {n} of {len(data)} bytes" in out
+
+    assert main(["decode", str(enc), "-o", str(tmp_path / "seed.png"), "-O", "seed=5",
+                 *prof]) == 2
+    assert "seed is an encoding option of diffc" in capsys.readouterr().err
+    assert not (tmp_path / "seed.png").exists()

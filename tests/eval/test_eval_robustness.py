@@ -140,3 +140,109 @@ def test_retrained_model_in_the_same_folder_is_new_work(images, tmp_path, capsys
     after = json.loads(points.read_text())
     assert after["preprocess_id"] == runner.preprocessor_identity(str(model))
     assert [p["bytes"] for p in after["points"]] != [p["bytes"] for p in before["points"]]
+
+
+# -- issue 10 (part B) -------------------------------------------------------------------------
+
+@pytest.mark.slow  # four small runs with summaries and plots: ~5 s
+def test_another_configuration_into_the_same_folder_is_refused_or_replaced(images, tmp_path,
+                                                                           capsys):
+    """A second run with other settings silently replaced run.json, points.csv and the
+    plots but left the first run's json/<config>.json files: report and folder
+    disagreed. It is refused, saying what changed; --force replaces the results."""
+    out = tmp_path / "res"
+    assert _run(images, out, "--codecs", "jpeg,webp", "--qualities", "20,40,60,80") == 0
+    assert sorted(p.name for p in (out / "json").iterdir()) == ["jpeg.json", "webp.json"]
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert _run(images, out, "--qualities", "jpeg=20,40,60,90") == 2
+    err = capsys.readouterr().err
+    assert "holds the results of another configuration (codecs jpeg,webp -> jpeg; " \
+           "qualities)" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert _run(images, out, "--qualities", "jpeg=20,40,60,90", "--force") == 0
+    assert [p.name for p in (out / "json").iterdir()] == ["jpeg.json"]
+    assert not (out / "points" / "none" / "webp").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["codecs"] == ["jpeg"] and run["qualities"] == {"jpeg": [20, 40, 60, 90]}
+    rows = (out / "points.csv").read_text().splitlines()[1:]
+    assert len(rows) == 8 and {r.split(",")[4] for r in rows} == {"20", "40", "60", "90"}
+    capsys.readouterr()
+    assert _run(images, out, "--qualities", "jpeg=20,40,60,90") == 0  # same: resumes
+    assert "2 of 2 image x preprocessor tasks already done" in capsys.readouterr().out
+
+
+def test_a_codec_named_twice_is_run_once(images, tmp_path):
+    """``--codecs jpeg,jpeg`` computed, wrote and plotted everything twice."""
+    out = tmp_path / "res"
+    assert main(["eval", "--images", str(images), "--out", str(out), "--codecs", "jpeg,jpeg",
+                 "--qualities", "20,40,60,80", "--metrics", "psnr-rgb,psnr-rgb",
+                 "--jobs", "1"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["codecs"] == ["jpeg"] and run["metrics"] == ["psnr-rgb"]
+    assert len((out / "points.csv").read_text().splitlines()) == 1 + 2 * 4
+    # the library call dedupes too
+    assert runner.evaluate(find_images(str(images))[0], ["jpeg", "jpeg"], ["none", "none"],
+                           out, qualities={"jpeg": [20, 40, 60, 80]}, metrics=["psnr-rgb"],
+                           dataset="images", jobs=1, progress=False)["codecs"] == ["jpeg"]
+
+
+def test_crop_larger_than_an_image_is_refused(images, tmp_path, capsys):
+    """``--crop`` was silently cut down to the image (b.png is 47x33)."""
+    out = tmp_path / "res"
+    assert _run(images, out, "--crop", "40") == 2
+    assert "--crop 40: image b is 47x33; use at most --crop 33" in capsys.readouterr().err
+    assert not out.exists()
+    sources, _ = find_images("skimage:coffee", crop=64)
+    assert sources[0].load().shape == (64, 64, 3)
+    with pytest.raises(InputError, match="image coffee is 600x400; use at most --crop 400"):
+        find_images("skimage:coffee", crop=401)
+
+
+def test_diffc_has_default_qualities():
+    """``eval --codecs diffc`` said "no default qualities" although diffc is listed."""
+    from gencodec.codecs_ext import get_codec
+
+    steps = runner.parse_qualities(None, ["diffc", "jpeg"])["diffc"]
+    ts = get_codec("diffc").profile.timesteps
+    assert len(steps) >= 4 and steps == sorted(steps)
+    for k, t in zip(steps, (500, 200, 100, 50, 20)):  # the first step reaching each t
+        assert ts[k - 1] <= t < ts[k - 2]
+
+
+def test_progress_bar_only_on_a_terminal_and_full_disk_names_the_file(images, tmp_path,
+                                                                      capsys, monkeypatch):
+    """The bar went into redirected stderr logs; a full disk gave "[Errno 28] No space
+    left on device" naming no file."""
+    out = tmp_path / "res"
+    assert _run(images, out) == 0
+    assert capsys.readouterr().err == ""  # capsys's stderr is not a terminal
+    from pathlib import Path
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert _run(images, tmp_path / "res2") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"gencodec: error: {tmp_path / 'res2' / 'run.json'}: cannot write: " \
+                  "No space left on device", err
+
+
+def test_read_only_results_folder_is_one_plain_line(images, tmp_path, capsys, monkeypatch):
+    """A read-only --out gave Python's "[Errno 30] Read-only file system: '...lock'"."""
+    import errno
+    import os
+
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".gencodec-eval.lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(runner.os, "open", read_only)
+    out = tmp_path / "res"
+    assert _run(images, out) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gencodec: error: {out}: cannot write in the results folder: Read-only file system")

@@ -16,10 +16,13 @@ from gencodec.cli.main import main
     ["pipe", "--size", "64x48"],
     ["export", "--format", "onnx", "-o", "m.onnx"],
 ])
-def test_commands_say_a_model_is_needed(argv, capsys):
+def test_commands_say_a_model_is_needed(argv, capsys, monkeypatch):
+    from gencodec.models import DEFAULT_PREPROCESSOR, MODELS
+
+    monkeypatch.delitem(MODELS, DEFAULT_PREPROCESSOR, raising=False)  # none installed
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "no preprocessing model given" in err and "--model" in err
+    assert "no default preprocessing model is installed" in err and "--model" in err
 
 
 def test_preprocess_webp(compact_dir, photo, tmp_path, capsys):
@@ -128,3 +131,28 @@ def test_preprocess_output_names_say_what_they_hold(tmp_path, photo, capsys, arg
                          for a in args]]) == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+@pytest.mark.parametrize("fmt,name,want", [("onnx", "m.pt", "m.onnx"),
+                                           ("torchscript", "m.onnx", "m.pt")])
+def test_export_names_say_what_the_file_holds(compact_dir, tmp_path, capsys, fmt, name,
+                                             want):
+    out = tmp_path / name
+    assert main(["export", "--model", str(compact_dir), "--format", fmt, "-o", str(out)]) == 2
+    assert f"use -o {tmp_path / want}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("codec,advice", [
+    ("diffc", "DiffC codes the image itself with a diffusion model, without preprocessing: "
+              "gencodec encode --codec diffc"),
+    ("x265", "gencodec transcode --model DIR (or --model none for plain x265)"),
+])
+def test_preprocess_points_other_codecs_to_their_command(compact_dir, photo, tmp_path,
+                                                         capsys, codec, advice):
+    src = tmp_path / "in.png"
+    Image.fromarray(photo).save(src)
+    assert main(["preprocess", str(src), "--model", str(compact_dir), "--codec", codec,
+                 "-o", str(tmp_path / "o.bin")]) == 2
+    err = capsys.readouterr().err
+    assert advice in err and "for video use" not in err

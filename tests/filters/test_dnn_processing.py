@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -83,3 +84,79 @@ def test_torchscript_export_runs_in_ffmpeg(which, request, photo, tmp_path):
         assert diff.max() <= 1, (h, w, diff.max())
         assert (diff > 0).mean() < 1e-3, (h, w, (diff > 0).mean())
         assert np.abs(got - frames).mean() > 1.0  # the filter did change the frames
+
+
+def _has_encoder(name: str) -> bool:
+    out = subprocess.run([FFMPEG, "-hide_banner", "-h", f"encoder={name}"],
+                         capture_output=True, text=True).stdout
+    return f"Encoder {name}" in out
+
+
+def _readme_dnn_lines() -> list[str]:
+    """The README's two LibTorch lines (export, then ffmpeg), continuations joined."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    start = text.index("    gencodec export --model MODEL_DIR --format torchscript")
+    lines = [line.strip() for line in text[start:].splitlines()[:2]]
+    assert lines[1].startswith("ffmpeg -i in.mp4") and "dnn_backend=torch" in lines[1]
+    return lines
+
+
+def test_the_readme_command_line_runs_as_written(compact_dir, testsrc, write_clip,
+                                                 tmp_path, monkeypatch):
+    """The README's line, character for character (MODEL_DIR and the FFmpeg binary
+    aside): an MP4 with H.264 and AAC in, libx265 with -crf, the audio copied."""
+    import shlex
+
+    if not _has_encoder("libx265"):
+        x265_here = subprocess.run(["pkg-config", "--exists", "x265"]).returncode == 0 \
+            if shutil.which("pkg-config") else False
+        if x265_here:  # the build script links it when it can: this binary is stale
+            pytest.fail(f"{FFMPEG} has no libx265 although pkg-config finds x265: rebuild "
+                        "it with scripts/build_ffmpeg_torch.sh (make ffmpeg-torch)")
+        pytest.skip("this FFmpeg has no libx265 (no libx265-dev when it was built)")
+    export_line, ffmpeg_line = _readme_dnn_lines()
+    monkeypatch.chdir(tmp_path)
+    write_clip(tmp_path / "in.mp4", testsrc(3, 64, 96))
+    argv = shlex.split(export_line.replace("MODEL_DIR", str(compact_dir)))
+    assert argv[0] == "gencodec" and main(argv[1:]) == 0
+    cmd = shlex.split(ffmpeg_line)
+    run = subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", *cmd[1:]],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    with av.open("out.mp4") as out, av.open("in.mp4") as inp:
+        assert out.streams.video[0].codec_context.name == "hevc"
+        assert sum(1 for _ in out.decode(video=0)) == 3
+        audio = [(p.pts, bytes(p)) for p in inp.demux(audio=0) if p.size]
+    with av.open("out.mp4") as out:
+        assert [(p.pts, bytes(p)) for p in out.demux(audio=0) if p.size] == audio  # copied
+
+
+def test_export_help_example_filter_chain_on_yuv_from_stdin(compact_dir, photo, tmp_path,
+                                                            capsys):
+    """``export --help``'s -vf chain converts to RGB for the model and back, so it takes
+    the yuv420p that most video decodes to (without format=rgb24 FFmpeg's dnn_processing
+    refused it); ``-i -`` reads stdin (the fd protocol since FFmpeg 7.1)."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    chain = re.search(r'-vf "([^"]+)"', helptext).group(1)
+    assert chain.startswith("format=rgb24,dnn_processing=dnn_backend=torch:model=filter.pt")
+    exported = tmp_path / "filter.pt"
+    assert main(["export", "--model", str(compact_dir), "--format", "torchscript",
+                 "-o", str(exported)]) == 0
+    h, w = 64, 96
+    yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[:h, :w]), format="rgb24") \
+        .reformat(format="yuv420p")
+    raw = b"".join(np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:ph, :pw].tobytes()
+                   for p, (ph, pw) in zip(yuv.planes, [(h, w), (h // 2, w // 2), (h // 2, w // 2)]))
+    dst = tmp_path / "out.yuv"
+    run = subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
+                          "-pix_fmt", "yuv420p", "-s", f"{w}x{h}", "-i", "-",
+                          "-vf", chain.replace("model=filter.pt", f"model={exported}"),
+                          "-f", "rawvideo", "-y", str(dst)],
+                         input=raw * 2, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    out = dst.read_bytes()
+    assert len(out) == 2 * len(raw) and out != raw * 2  # yuv420p back, filtered

@@ -139,3 +139,46 @@ def test_load_preprocessor_dispatches_classic_filters(photo):
     assert out.shape == photo.shape and out.dtype == np.uint8
     assert np.abs(np.diff(out.astype(float), axis=1)).mean() < \
         np.abs(np.diff(photo.astype(float), axis=1)).mean()
+
+
+def test_a_diffc_model_is_not_taken_for_a_preprocessing_model(photo, tmp_path, capsys):
+    from PIL import Image
+
+    from gencodec.cli.main import main
+
+    with pytest.raises(InputError, match="'gaussian-spectral' is a DiffC model"):
+        load_frame_model("gaussian-spectral")
+    Image.fromarray(photo).save(tmp_path / "in.png")
+    assert main(["preprocess", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"),
+                 "--model", "gaussian-spectral"]) == 2
+    err = capsys.readouterr().err
+    assert "'gaussian-spectral' is a DiffC model (gaussian-spectral; use it with " \
+           "'gencodec encode --codec diffc'" in err and "not a preprocessing model" in err
+    assert "registry" not in err  # no longer "no such directory, registry id or hub id"
+
+
+def test_compact_configs_that_do_not_fit_say_so_in_one_line(compact_dir, tmp_path):
+    import json
+    import shutil
+
+    def variant(name, **change):
+        d = tmp_path / name
+        shutil.copytree(compact_dir, d)
+        cfg = json.loads((d / CONFIG_NAME).read_text())
+        (d / CONFIG_NAME).write_text(json.dumps({**cfg, **change}))
+        return d
+
+    cfg = json.loads((compact_dir / CONFIG_NAME).read_text())
+    with pytest.raises(InputError) as wider:  # config says 2x the channels of the weights
+        load_frame_model(variant("wider", channels=2 * cfg["channels"]))
+    message = str(wider.value)
+    assert "\n" not in message and "weights do not fit the config" in message
+    assert f"conv_in.weight is [{cfg['channels']}, 12, 3, 3] in the file, " \
+           f"[{2 * cfg['channels']}, 12, 3, 3] in the model" in message
+    with pytest.raises(InputError, match="missing, e.g. body.2.conv1.weight"):
+        load_frame_model(variant("deeper", blocks=cfg["blocks"] + 1))
+    for bad in ("x", 2.5, True, None):
+        with pytest.raises(InputError) as exc:
+            load_frame_model(variant(f"bad-{bad}", channels=bad))
+        assert str(exc.value).endswith(f"bad compact config: channels must be a whole "
+                                       f"number, not {bad!r}")

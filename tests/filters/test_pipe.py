@@ -66,7 +66,11 @@ def test_frames_in_equal_frames_out(runner, testsrc, pix_fmt):
     got, size = out.getvalue(), fmt.frame_bytes
     for i in range(5):
         expect = fmt.from_rgb(runner(fmt.to_rgb(data[i * size:(i + 1) * size])))
-        assert got[i * size:(i + 1) * size] == expect
+        # the pipe filters two frames per model call, this one frame: the float sums
+        # differ in order, and a value at .5 can round the other way (one code value)
+        diff = np.abs(np.frombuffer(got[i * size:(i + 1) * size], np.uint8).astype(int)
+                      - np.frombuffer(expect, np.uint8))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-2, (diff.max(), (diff > 0).mean())
 
 
 def test_truncated_input_is_a_clear_error(runner, testsrc):
@@ -130,9 +134,13 @@ def test_cli_pipe_truncated_and_closed(compact_dir, testsrc):
     fmt = RawFormat(W, H)
     data = b"".join(fmt.from_rgb(f) for f in testsrc(3, H, W))
     base = _cli("pipe", "--size", f"{W}x{H}", "--model", str(compact_dir))
-    ok = subprocess.run(base, input=data, capture_output=True, timeout=120)
+    ok = subprocess.run(base + ["--progress"], input=data, capture_output=True, timeout=120)
     assert ok.returncode == 0, ok.stderr.decode()
     assert len(ok.stdout) == len(data)
+    # stderr is a pipe, not a terminal: no progress bar in it, only the summary
+    err = ok.stderr.decode()
+    assert err.splitlines()[-1] == "gencodec pipe: 3 frames"
+    assert "frame/s" not in err and "\r" not in err, err
     bad = subprocess.run(base, input=data[:-5], capture_output=True, timeout=120)
     assert bad.returncode == 2 and b"input ended inside frame 2" in bad.stderr
     assert len(bad.stdout) == 2 * fmt.frame_bytes

@@ -14,8 +14,8 @@ import pytest
 from gencodec.cli.main import main
 from gencodec.errors import InputError
 from gencodec.filters import make_runner
-from gencodec.filters.pyav import (PreprocessFilter, check_transcode, parse_x265_params,
-                                   transcode)
+from gencodec.filters.encoder import parse_x265_params
+from gencodec.filters.pyav import PreprocessFilter, check_transcode, transcode
 
 
 @pytest.fixture(scope="module")

@@ -155,3 +155,24 @@ def test_cuda_half_precision(compact_dir, photo, precision):
     out = FrameRunner(TorchBackend(load_frame_model(compact_dir), "cuda", precision),
                       tile=104).run_tensor(x).cpu()
     assert (out - ref).abs().mean().item() < 0.02
+
+
+def test_default_overlap_scales_down_with_small_tiles(photo):
+    """The default compact network (receptive field 21) wanted an 84-pixel overlap,
+    which a 96-pixel tile cannot have: --tile 96 failed. The automatic overlap is now
+    at most half the tile; an explicit one still has to fit."""
+    from gencodec.filters.compact import CompactFilterNet
+
+    torch.manual_seed(0)
+    m = CompactFilterNet().eval()
+    assert 4 * m.receptive_field > 96 // 2
+    runner = FrameRunner(TorchBackend(m), tile=96)
+    assert runner.overlap == 48
+    x = _tensor(photo)
+    ref = FrameRunner(TorchBackend(m), tile=1024).run_tensor(x)
+    out = runner.run_tensor(x)
+    assert out.shape == x.shape
+    assert (out - ref).abs().mean().item() < 2e-3  # cross-faded, close to whole-frame
+    assert FrameRunner(TorchBackend(m), tile=512).overlap == 4 * m.receptive_field
+    with pytest.raises(InputError, match="more than half"):
+        FrameRunner(TorchBackend(m), tile=96, overlap=84)

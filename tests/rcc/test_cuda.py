@@ -54,3 +54,19 @@ def test_cuda_step_round_trip():
         z_gpu, rcc.decode_step(mu_p, sigma_p, code_gpu, seed=1, step=9, device="cuda")
     )
     np.testing.assert_array_equal(z_gpu, z_cpu)
+
+
+@requires_cuda
+@pytest.mark.parametrize(
+    "n,k,chunks",
+    [(1, 1, 1), (3, 16, 1), (1023, 10, 2), (4099, 8, 17), (999, 6, 250), (257, 4, 257),
+     (24576, 16, 24), (200, 20, 200)],  # the last needs two launches (> 2^27 candidates)
+)
+def test_cuda_whole_step_equals_cpu(n, k, chunks):
+    """One launch over chunks x candidates picks the CPU's indices."""
+    mu_q, sigma_q, mu_p, sigma_p = random_chunk(n, n + k, kl_per_dim=min(1.0, k * chunks / n))
+    args = dict(seed=5, step=k, chunk_bits=k, n_chunks=chunks)
+    code_cpu, z_cpu = rcc.encode_step(mu_q, sigma_q, mu_p, sigma_p, **args)
+    code_gpu, z_gpu = rcc.encode_step(mu_q, sigma_q, mu_p, sigma_p, **args, device="cuda")
+    assert code_gpu == code_cpu
+    np.testing.assert_array_equal(z_gpu, z_cpu)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
-
 from gencodec import _native
-from gencodec.codecs_ext import CODECS
+from gencodec.codecs_ext import CODECS, options_of
 
 
 def register(sub) -> None:
@@ -36,7 +34,7 @@ def run(args) -> int:
         print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}")
     print("\noptions (-O KEY=VALUE; defaults shown, '-' = not set):")
     for name, cls in CODECS.items():
-        print(f"  {name:<{w0}}  {options_of(cls) or '(none)'}")
+        print(f"  {name:<{w0}}  {describe_options(cls) or '(none)'}")
     info = _native.build_info()
     cuda = (f"CUDA compiled, {info['cuda_devices']} device(s)" if info["cuda_compiled"]
             else "CUDA not compiled")
@@ -44,8 +42,6 @@ def run(args) -> int:
     return 0
 
 
-def options_of(cls) -> str:
-    """``"subsampling=420 method=6"``: a codec's constructor options and defaults."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return " ".join(f"{p.name}={'-' if p.default is None else p.default}" for p in params
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+def describe_options(cls) -> str:
+    """``"subsampling=420 method=6"``: a codec's options and their defaults."""
+    return " ".join(f"{k}={'-' if v is None else v}" for k, v in options_of(cls).items())

@@ -141,7 +141,9 @@ def run_calibrate(args) -> int:
     cands = calibrate.candidate_timesteps(backbone.num_timesteps, args.candidates, args.t_final)
     cands = sorted(set(cands) | {t for t in targets if args.t_final < t < cands[0]},
                    reverse=True)
-    with tqdm(total=len(latents) * (len(cands) - 1), desc="measuring D_KL", unit="eval") as bar:
+    # progress bars on a terminal only (tqdm's disable=None), not in redirected logs
+    with tqdm(total=len(latents) * (len(cands) - 1), desc="measuring D_KL", unit="eval",
+              disable=None) as bar:
         m = calibrate.measure(backbone, latents, cands, progress=bar)
     step_bits = calibrate.STEP_BITS if args.step_bits is None else args.step_bits
     profile = calibrate.optimal_profile(
@@ -153,7 +155,7 @@ def run_calibrate(args) -> int:
         coder = DiffC(backbone, profile)
         fit = latents[:4]
         with tqdm(total=len(fit) * profile.num_steps, desc="fitting the index model",
-                  unit="step") as bar:
+                  unit="step", disable=None) as bar:
             indices = np.concatenate([s.indices for x0 in fit for s in coder.encode_latent(
                 x0, profile.num_steps, progress=bar).steps])
         profile = profile.replace(zipf_exponent=calibrate.fit_zipf_exponent(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from PIL import Image
 
 from gencodec.cli.options import (add_codec_arguments, add_force_argument, codec_options,
-                                  print_result)
+                                  note, print_result)
 from gencodec.codecs_ext import (bits_per_pixel, check_target_bpp, find_quality_for_bpp,
                                  get_codec)
 from gencodec.errors import InputError
@@ -23,10 +22,12 @@ def register(sub) -> None:
                     ".jpg, .webp, .heic, .avif any viewer opens). The line printed on "
                     "success gives the setting used, the bytes written and their rate in "
                     "bits per pixel (bpp = 8 x bytes / (width x height)).")
-    p.add_argument("input", help="input image (PNG, JPEG, WebP, TIFF, HEIC, ...); alpha is "
-                                 "composited on white, animations are refused")
+    p.add_argument("input", help="input image (PNG, JPEG, WebP, TIFF, HEIC, ...), or - for "
+                                 "standard input; alpha is composited on white, animations "
+                                 "are refused")
     p.add_argument("-o", "--output", required=True,
-                   help="output file (never the input; an existing file needs --force)")
+                   help="output file (never the input; an existing file needs --force), "
+                        "or - for standard output")
     add_codec_arguments(p)
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", "-q", type=float,
@@ -44,7 +45,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     if args.codec == "x265":
-        raise InputError("x265 is a video codec: use 'gencodec transcode' for video")
+        raise InputError("x265 is a video codec: use 'gencodec transcode IN OUT --model none' "
+                         "for plain x265 (or --model DIR to preprocess first)")
     codec = get_codec(args.codec, **codec_options(args))
     ok, why = codec.available()
     if not ok:
@@ -61,20 +63,36 @@ def run(args) -> int:
     if args.bpp is not None:
         result = find_quality_for_bpp(codec, image, args.bpp, header=not args.raw)
         data, quality = result.data, result.quality
-        if not result.reachable:
-            print(f"gencodec: note: {args.bpp:g} bpp is out of {args.codec}'s reach on this "
-                  f"image; the nearest is {result.bpp:.4f} bpp at "
-                  f"{codec.quality.name}={quality:g}", file=sys.stderr)
+        _note_rate(args, codec, result)
     else:
         quality = codec.quality.default if args.quality is None else args.quality
         data = codec.encode(image, quality)
     if args.raw:
         data = codec.payload(data)
     elif Path(args.output).suffix.lower() in Image.registered_extensions():
-        print(f"gencodec: note: {args.output} holds a gencodec stream, which image viewers "
-              "do not open; --raw writes the plain file", file=sys.stderr)
+        note(f"{args.output} holds a gencodec stream, which image viewers do not open; "
+             "--raw writes the plain file")
     write_bytes_atomic(args.output, data, force=args.force)
     h, w = image.shape[:2]
     print_result(f"{args.output}: {args.codec} {codec.quality.name}={quality:g} {w}x{h} "
                  f"{len(data)} bytes, {bits_per_pixel(data, image):.4f} bpp", args.output)
     return 0
+
+
+#: A rate further than this (relative) from a reachable --bpp target gets a note.
+RATE_TOLERANCE = 0.05
+
+
+def _note_rate(args, codec, result) -> None:
+    """Say when the rate written is not the --bpp asked for, and why: the target is out
+    of the codec's reach, or falls between two adjacent settings (DiffC's steps, a
+    coarse quantiser) far enough apart that neither is close."""
+    name = codec.quality.name
+    if not result.reachable:
+        note(f"{args.bpp:g} bpp is out of {args.codec}'s reach on this image; the nearest "
+             f"is {result.bpp:.4f} bpp at {name}={result.quality:g}")
+    elif abs(result.bpp - args.bpp) > RATE_TOLERANCE * args.bpp:
+        (q0, r0), (q1, r1) = result.bracket
+        note(f"{args.bpp:g} bpp falls between adjacent settings {name}={q0:g} "
+             f"({r0:.4f} bpp) and {name}={q1:g} ({r1:.4f} bpp) on this image; wrote the "
+             f"nearest, {result.bpp:.4f} bpp at {name}={result.quality:g}")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from gencodec.codecs_ext import CODECS
+from gencodec.codecs_ext.diffc import RD_TIMESTEPS
 from gencodec.errors import InputError
 from gencodec.eval.bdrate import METHODS
 from gencodec.eval.images import find_images
@@ -20,16 +21,21 @@ from gencodec.eval.summary import summarize
 
 
 def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """``"jpeg, webp,jpeg"`` -> ``["jpeg", "webp"]``: a name given twice counts once."""
+    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
 
 
 def register(sub) -> None:
     defaults = "; ".join(f"{c}={','.join(map(str, q))}" for c, q in DEFAULT_QUALITIES.items())
+    defaults += (f"; diffc=the steps whose x_t first reaches t <= "
+                 f"{','.join(map(str, RD_TIMESTEPS))} in its profile")
     p = sub.add_parser(
         "eval", help="R-D-perception evaluation: codecs x preprocessors, BD-rate tables",
         description="Encode every image at every quality with every (preprocessor, codec) "
                     "pair, measure bpp, quality metrics and times, and write JSON, CSV, "
-                    "plots and BD-rate tables to --out. Rerunning resumes.",
+                    "plots and BD-rate tables to --out. Rerunning with the same settings "
+                    "resumes; other settings into the same --out are refused (--force "
+                    "replaces that folder's results). A progress bar shows on a terminal.",
         epilog="Examples: gencodec eval --images skimage:photos --codecs jpeg,webp,bpg "
                "--preprocess none,nlmeans --out results/skimage ; then gencodec report "
                "results/skimage")
@@ -48,8 +54,9 @@ def register(sub) -> None:
     p.add_argument("--qualities", action="append", metavar="[CODEC=]Q,Q,...",
                    help=f"quality settings on each codec's own scale (quality for jpeg, "
                         f"webp, heif, avif: higher = better; QP for bpg, x265: lower = "
-                        f"better; see 'gencodec codecs'), per codec (repeatable) or for all; "
-                        f"at least 4 per codec for BD-rates; defaults: {defaults}")
+                        f"better; coding steps for diffc: higher = better; see 'gencodec "
+                        f"codecs'), per codec (repeatable) or for all; at least 4 per "
+                        f"codec for BD-rates; defaults: {defaults}")
     p.add_argument("--metrics", type=_list, default=list(METRICS),
                    help=f"comma-separated metrics (default: all; always available: "
                         f"{', '.join(WEIGHT_FREE)})")
@@ -58,11 +65,15 @@ def register(sub) -> None:
                         "$TORCH_HOME/hub/checkpoints, $TORCH_HOME/hub/pyiqa, $TORCH_HOME)")
     p.add_argument("--out", "-o", required=True, metavar="RESULTS",
                    help="results folder (created if missing; a rerun into it resumes; one "
-                        "run at a time per folder)")
+                        "run at a time per folder; another configuration needs --force)")
     p.add_argument("--dataset", help="dataset name in the tables (default: the folder name, "
                                      "or 'skimage')")
     p.add_argument("--crop", type=int, metavar="N", help="use the central NxN pixel crop "
-                                                         "of each image (quick runs)")
+                                                         "of each image (quick runs; every "
+                                                         "image must be at least NxN)")
+    p.add_argument("--force", "-f", action="store_true",
+                   help="replace the results of another configuration in --out (run.json, "
+                        "points, summaries); without it such a folder is refused")
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count(),
                    help="worker processes (default: CPU count)")
     p.add_argument("--bd-method", choices=METHODS, default="akima",
@@ -81,7 +92,7 @@ def run(args) -> int:
     run_info = evaluate(images, args.codecs, args.preprocess, Path(args.out),
                         qualities=qualities, metrics=args.metrics,
                         dataset=args.dataset or dataset, jobs=args.jobs,
-                        weights_dir=args.weights_dir)
+                        weights_dir=args.weights_dir, replace=args.force)
     summary = summarize(Path(args.out), args.bd_method)
     for metric, text in run_info["unavailable"].items():
         print(f"note: {metric}: {text}: {run_info['unavailable_details'][metric]}")

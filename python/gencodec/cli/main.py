@@ -34,6 +34,8 @@ COMMANDS = (
     "preprocess",
     "pipe",
     "export",
+    "train_cmd",
+    "batch_cmd",
 )
 
 
@@ -48,10 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"gencodec.cli.{name}").register(sub)
-    for command in sub.choices.values():  # ``gencodec encode ... --debug`` works too
+    for command in _command_parsers(sub):  # ``gencodec encode ... --debug`` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show tracebacks on errors")
     return parser
+
+
+def _command_parsers(sub):
+    """Every command's parser, those of nested commands (``diffc calibrate``) included."""
+    for command in sub.choices.values():
+        yield command
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from _command_parsers(action)
 
 
 class Terminated(BaseException):

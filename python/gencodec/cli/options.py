@@ -7,6 +7,7 @@ import os
 import sys
 
 from gencodec.errors import InputError
+from gencodec.imageio import is_stdout
 
 
 def parse_codec_options(pairs: list[str] | None) -> dict[str, object]:
@@ -29,12 +30,14 @@ def parse_codec_options(pairs: list[str] | None) -> dict[str, object]:
     return options
 
 
-def add_codec_arguments(p: argparse.ArgumentParser, *, codec_required: bool = True) -> None:
+def add_codec_arguments(p: argparse.ArgumentParser, *, codec_required: bool = True,
+                        option_help: str = "codec option, e.g. -O subsampling=444 for jpeg "
+                                           "(repeatable; 'gencodec codecs' lists each "
+                                           "codec's options)") -> None:
     if codec_required:
         p.add_argument("--codec", "-c", required=True,
                        help="codec name (see 'gencodec codecs')")
-    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE",
-                   help="codec option, e.g. -O subsampling=444 (repeatable)")
+    p.add_argument("--option", "-O", action="append", metavar="KEY=VALUE", help=option_help)
     p.add_argument("--model", "-m", metavar="ID|DIR",
                    help="model for generative codecs (registry id or local directory)")
 
@@ -53,9 +56,11 @@ def add_force_argument(p: argparse.ArgumentParser) -> None:
 
 def print_result(line: str, output: str | os.PathLike) -> None:
     """Print a command's one-line summary: on stdout, or on stderr when the output
-    itself goes to stdout (``-o /dev/stdout | ...``), which the line would corrupt."""
-    try:
-        to_stdout = os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
-        to_stdout = False
-    print(line, file=sys.stderr if to_stdout else sys.stdout)
+    itself goes to stdout (``-o -``, ``-o /dev/stdout | ...``), which the line would
+    corrupt."""
+    print(line, file=sys.stderr if is_stdout(output) else sys.stdout)
+
+
+def note(text: str) -> None:
+    """A one-line note on stderr, in the command's voice."""
+    print(f"gencodec: note: {text}", file=sys.stderr)

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--size", "-s", required=True, metavar="WxH", help="frame size, e.g. 1280x720")
     p.add_argument("--pix-fmt", choices=("rgb24", "yuv420p"), default="rgb24",
                    help="rawvideo pixel format in and out (default: rgb24)")
-    p.add_argument("--progress", action="store_true", help="progress and fps on stderr")
+    p.add_argument("--progress", action="store_true",
+                   help="progress and fps on stderr, when it is a terminal")
     add_model_argument(p)
     add_runner_arguments(p)
     p.set_defaults(func=run)
@@ -43,7 +44,9 @@ def run(args) -> int:
         raise InputError("stdout is a terminal: pipe the frames on, e.g. gencodec pipe ... "
                          "| ffmpeg -f rawvideo ..., or redirect them to a file")
     runner = runner_from_args(args)
-    bar = tqdm(unit="frame", desc="pipe", file=sys.stderr) if args.progress else None
+    # disable=None: on a terminal only, never into a redirected log
+    bar = tqdm(unit="frame", desc="pipe", file=sys.stderr, disable=None) \
+        if args.progress else None
     try:
         n = run_pipe(sys.stdin.buffer, sys.stdout.buffer, fmt, runner, batch=args.batch,
                      progress=bar)

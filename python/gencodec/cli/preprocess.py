@@ -31,6 +31,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+#: Where the codecs that preprocessing does not feed are used instead.
+_NOT_HERE = {
+    "diffc": "DiffC codes the image itself with a diffusion model, without preprocessing: "
+             "gencodec encode --codec diffc",
+    "x265": "x265 codes video: gencodec transcode --model DIR (or --model none for "
+            "plain x265), which encodes with libx265",
+}
+
+
 def _check_suffixes(args) -> None:
     """The output's name says what it holds: without --codec the preprocessed image is
     written losslessly (a .jpg would silently add a JPEG at Pillow's quality 75), and
@@ -61,8 +70,9 @@ def run(args) -> int:
     from gencodec.imageio import check_output, load_image, save_image, write_bytes_atomic
 
     if args.codec is not None and args.codec not in IMAGE_CODECS:
-        raise InputError(f"--codec {args.codec}: use an image codec ({', '.join(IMAGE_CODECS)});"
-                         " for video use 'gencodec transcode'")
+        raise InputError(f"--codec {args.codec}: use a stock image codec "
+                         f"({', '.join(IMAGE_CODECS)}); {_NOT_HERE.get(args.codec, '')}"
+                         .rstrip("; "))
     # fail before the (slow) model load, and before --save-preprocessed is written: a
     # taken output, a bad codec option, an unreadable image
     require_model(args)

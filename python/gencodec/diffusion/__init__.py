@@ -22,6 +22,10 @@ from gencodec.errors import InputError
 
 DEFAULT_MODEL = "gaussian-spectral"
 
+#: Registry architectures that are diffusion backbones (the registry also holds
+#: preprocessing models and surrogate rate models).
+BACKBONE_ARCHITECTURES = ("gaussian-spectral", "stable-diffusion", "flux")
+
 
 def _architecture(path: Path) -> str:
     cfg = path / "config.json"
@@ -41,13 +45,24 @@ def _architecture_of_index(index: dict) -> str:
     return "flux" if "Flux" in cls else "stable-diffusion"
 
 
+def registered_backbones() -> list[str]:
+    """Registry ids of the embedded diffusion backbones."""
+    from gencodec.models import MODELS
+
+    return [m for m, e in MODELS.items() if e["architecture"] in BACKBONE_ARCHITECTURES]
+
+
 def load_backbone(model: str | Path | None = None, device: str = "cpu", **options) -> Backbone:
     """Load a backbone by registry id, local directory or hub id."""
     from gencodec.models import MODELS, model_path
 
     model = str(model or DEFAULT_MODEL)
     if model in MODELS:
-        path, arch = model_path(model), MODELS[model]["architecture"]
+        arch = MODELS[model]["architecture"]
+        if arch not in BACKBONE_ARCHITECTURES:
+            raise InputError(f"{model}: a registered {arch} model, not a diffusion backbone "
+                             f"(embedded backbones: {', '.join(registered_backbones())})")
+        path = model_path(model)
     elif Path(model).is_dir():
         path, arch = Path(model), _architecture(Path(model))
     elif Path(model).exists() or model.startswith(("/", "./", "../", "~")):

@@ -5,7 +5,8 @@ sub-folders are skipped) or
 ``skimage:NAME,NAME,...``: photos that ship inside scikit-image's wheel, so a clean
 clone can run an evaluation with nothing downloaded and no third-party image committed.
 ``skimage:photos`` names the six of :data:`SKIMAGE_PHOTOS`. ``--crop N`` takes the
-central NxN square of each image (quick runs, tests).
+central NxN square of each image (quick runs, tests); an image smaller than that
+is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from gencodec.errors import InputError
 from gencodec.imageio import load_image
@@ -55,11 +57,37 @@ class ImageSource:
         return center_crop(image, self.crop) if self.crop else image
 
 
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) before cropping, from the file's header (as stored: the EXIF
+        orientation may swap them); None when the file does not open (the run names
+        the problem when it loads the image)."""
+        if self.path is None:
+            h, w = dataclasses.replace(self, crop=None).load().shape[:2]
+            return w, h
+        try:
+            with Image.open(self.path) as im:
+                return im.size
+        except Exception:  # noqa: BLE001 - corrupt files are reported by load()
+            return None
+
+
 def center_crop(image: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` square; an image smaller than that is refused."""
     h, w = image.shape[:2]
-    s = min(side, h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return np.ascontiguousarray(image[top:top + s, left:left + s])
+    if side > min(h, w):
+        raise InputError(f"--crop {side} is larger than a {w}x{h} image")
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(image[top:top + side, left:left + side])
+
+
+def check_crop(sources: list[ImageSource], crop: int) -> None:
+    """Refuse a crop larger than an image before any work (it was silently cut down to
+    the image, giving crops of other sizes than asked)."""
+    for src in sources:
+        size = src.size()
+        if size is not None and crop > min(size):
+            raise InputError(f"--crop {crop}: image {src.name} is {size[0]}x{size[1]}; use at "
+                             f"most --crop {min(size)}, or leave the image out")
 
 
 def find_images(spec: str, crop: int | None = None) -> tuple[list[ImageSource], str]:
@@ -72,7 +100,10 @@ def find_images(spec: str, crop: int | None = None) -> tuple[list[ImageSource], 
         if unknown or not names:
             raise InputError(f"unknown scikit-image photo(s) {', '.join(unknown) or '(none)'}; "
                              f"known: {', '.join(SKIMAGE_PHOTOS)} (or 'photos' for all)")
-        return [ImageSource(n, skimage=n, crop=crop) for n in names], "skimage"
+        sources = [ImageSource(n, skimage=n, crop=crop) for n in names]
+        if crop:
+            check_crop(sources, crop)
+        return sources, "skimage"
     folder = Path(spec)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder (or use skimage:NAME,...)")
@@ -84,5 +115,7 @@ def find_images(spec: str, crop: int | None = None) -> tuple[list[ImageSource], 
         raise InputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     stems = [p.stem for p in files]
     names = stems if len(set(stems)) == len(stems) else [p.name for p in files]
-    return ([ImageSource(n, path=str(p), crop=crop) for n, p in zip(names, files)],
-            folder.resolve().name)
+    sources = [ImageSource(n, path=str(p), crop=crop) for n, p in zip(names, files)]
+    if crop:
+        check_crop(sources, crop)
+    return sources, folder.resolve().name

@@ -11,9 +11,14 @@ included), each metric, and the encoding and decoding wall times.
 
 Layout of a results folder (written as the run goes, so an interrupted run resumes)::
 
-    run.json                              the settings of the latest run
+    run.json                              the settings of the run
     preprocessed/<pre>/<image>.png|.json  preprocessed image and its time
     points/<pre>/<codec>/<image>.json     the points of one image (resume state)
+
+A folder holds one configuration (:data:`CONFIGURATION`: images, codecs, preprocessors,
+qualities, metrics, dataset name): a rerun with the same one resumes, another one is
+refused, or with ``replace`` (``gencodec eval --force``) replaces the folder's results
+(:data:`RESULTS`), so the summaries never mix two configurations.
 
 Both kinds of state name the image source and the preprocessor's identity
 (:func:`preprocessor_identity`: a learned model's folder by the sha256 of its files), so
@@ -59,6 +64,12 @@ DEFAULT_QUALITIES: dict[str, list[float]] = {
     "x265": [42, 37, 32, 27, 22],
 }
 NONE = "none"
+#: The settings of run.json that make a folder's results; a rerun must match them.
+CONFIGURATION = ("dataset", "images", "codecs", "preprocess", "qualities", "metrics")
+#: Everything an evaluation and its summaries write in a results folder (``replace``
+#: removes these, and nothing else).
+RESULTS = ("run.json", "points", "preprocessed", "json", "points.csv", "rd_curves.png",
+           "bdrate.json", "bdrate.md", "report.md")
 #: Video codecs: they take and return TxHxWx3 frames (an image is a one-frame sequence).
 SEQUENCE_CODECS = ("x265",)
 
@@ -261,8 +272,8 @@ def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, lis
     defaults (:data:`DEFAULT_QUALITIES`) for codecs not named."""
     if not codecs:
         raise InputError("--codecs: no codec named")
-    for codec in codecs:
-        get_codec(codec)  # an unknown name: InputError listing the known ones
+    codecs = list(dict.fromkeys(codecs))  # a codec named twice is run once
+    built = {codec: get_codec(codec) for codec in codecs}  # unknown: InputError
     chosen: dict[str, list[float]] = {}
     for item in items or []:
         for part in filter(None, item.split(";")):
@@ -281,10 +292,10 @@ def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, lis
                 chosen[codec] = qs
     out = {}
     for codec in codecs:
-        qs = chosen.get(codec, DEFAULT_QUALITIES.get(codec))
+        qs = chosen.get(codec) or DEFAULT_QUALITIES.get(codec) or built[codec].rd_settings()
         if not qs:
             raise InputError(f"no default qualities for {codec}: give --qualities {codec}=...")
-        qr = get_codec(codec).quality
+        qr = built[codec].quality
         try:
             out[codec] = list(dict.fromkeys(qr.check(q) for q in qs))  # once each
         except InputError as exc:
@@ -297,7 +308,11 @@ def exclusive(out: Path):
     """Hold the results folder for one run: a second ``gencodec eval`` into the same
     ``--out`` would delete the first one's temporary files and replace its run.json, so
     it is refused. The lock (``flock``) goes with the process, a killed run included."""
-    fd = os.open(out / ".gencodec-eval.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(out / ".gencodec-eval.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise GencodecError(f"{out}: cannot write in the results folder: "
+                            f"{exc.strerror or exc}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -309,12 +324,58 @@ def exclusive(out: Path):
         os.close(fd)
 
 
+def configuration(run: dict) -> dict:
+    """The settings of a run that its results depend on, as run.json stores them."""
+    return json.loads(json.dumps({k: run.get(k) for k in CONFIGURATION}))
+
+
+def _differences(old: dict, new: dict) -> str:
+    """``"codecs jpeg -> jpeg,webp; qualities"``: what changed between two runs."""
+    def short(v):
+        return ",".join(map(str, v)) if isinstance(v, list) and all(
+            isinstance(x, (str, int, float)) for x in v) else None
+
+    parts = []
+    for key in CONFIGURATION:
+        if old.get(key) != new.get(key):
+            a, b = short(old.get(key)), short(new.get(key))
+            parts.append(f"{key} {a} -> {b}" if a is not None and b is not None else key)
+    return "; ".join(parts)
+
+
+def _previous_configuration(out: Path) -> dict | None:
+    """The configuration of the run.json in ``out``, None if there is none or it is
+    unreadable (a damaged folder is rewritten)."""
+    try:
+        run = json.loads((out / "run.json").read_text())
+        return configuration(run) if isinstance(run, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_results(out: Path) -> None:
+    """Remove what an earlier run wrote in ``out`` (:data:`RESULTS`), nothing else."""
+    import shutil
+
+    for name in RESULTS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str], out: Path,
              *, qualities: dict[str, list[float]], metrics: list[str], dataset: str,
              jobs: int | None = None, weights_dir: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, replace: bool = False) -> dict:
     """Run (or resume) an evaluation into ``out``; returns the settings written to
-    ``run.json``. Summaries are :func:`gencodec.eval.summary.summarize`'s job."""
+    ``run.json``. A folder holding another configuration is refused, or with
+    ``replace`` cleared first (see the module docstring). Codecs, preprocessors and
+    metrics named twice are run once. Summaries are
+    :func:`gencodec.eval.summary.summarize`'s job."""
+    codecs, preprocess, metrics = (list(dict.fromkeys(v)) for v in (codecs, preprocess,
+                                                                     metrics))
     for name in codecs:
         ok, why = get_codec(name).available()
         if not ok:
@@ -332,7 +393,11 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
     if len(set(names)) != len(names):
         raise InputError("two images have the same name")
     suite = MetricSuite(metrics, weights_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GencodecError(f"{out}: cannot create the results folder: "
+                            f"{exc.strerror or exc}") from None
     run = {"dataset": dataset, "images": [dataclasses.asdict(im) for im in images],
            "codecs": codecs, "preprocess": preprocess, "preprocess_ids": identities,
            "qualities": qualities,
@@ -340,6 +405,15 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
            "unavailable_details": suite.details,
            "codec_backends": {c: get_codec(c).backend() for c in codecs}}
     with exclusive(out):  # two runs into one folder would undo each other's work
+        previous = _previous_configuration(out)
+        if previous is not None and previous != configuration(run):
+            if not replace:
+                raise InputError(
+                    f"{out}: holds the results of another configuration "
+                    f"({_differences(previous, configuration(run))}); rerun with the "
+                    "settings of run.json to resume, pick another --out, or use --force "
+                    "to replace those results")
+            _remove_results(out)
         write_json(out / "run.json", run)
         for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
             stale.unlink()
@@ -352,7 +426,9 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
             print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} image x "
                   f"preprocessor tasks already done in {out}")
         jobs = max(1, min(jobs or os.cpu_count() or 1, len(pending) or 1))
-        with tqdm(total=len(pending), desc="eval", unit="task", disable=not progress) as bar:
+        # on a terminal only (tqdm's disable=None): not into a redirected log
+        with tqdm(total=len(pending), desc="eval", unit="task",
+                  disable=None if progress else True) as bar:
             if jobs == 1:
                 for task in pending:
                     _run_named(task, weights_dir)

@@ -109,6 +109,9 @@ def write_compressai_json(out: Path, run: dict, table: dict) -> list[Path]:
         path = Path(out, "json", f"{slug(name)}.json")
         write_json(path, {"name": name, "description": desc, "results": results})
         paths.append(path)
+    # json/ holds this run's configurations only (an older gencodec left others here)
+    for stale in set(Path(out, "json").glob("*.json")) - set(paths):
+        stale.unlink()
     return paths
 
 

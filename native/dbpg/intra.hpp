@@ -1,0 +1,52 @@
+// diff-BPG: closed-loop HEVC intra coding of image planes, forward and backward
+// (see codecs_ext/surrogates/bpg_intra.py, whose PyTorch reference computes exactly
+// the same thing). Plain buffers, float64, OpenMP over the planes and the blocks of
+// one wavefront; no Python, no PyTorch.
+#pragma once
+
+#include <cstdint>
+
+namespace gencodec {
+namespace dbpg {
+
+constexpr int kModes = 35;  // planar, DC, 33 angular
+constexpr int kDcMode = 1;
+constexpr double kMidGrey = 128.0;
+
+// The fixed tables of one block size and picture size (built in Python by
+// codecs_ext/surrogates/hevc_intra.py and passed in).
+struct Tables {
+  int n = 0;                              // block side
+  int64_t rows = 0, cols = 0;             // blocks per column / row
+  const double* transform = nullptr;      // n*n, orthonormal-scaled, rows = basis
+  const int32_t* pred_index = nullptr;    // kModes * n*n * 4, indices into r
+  const double* pred_weight = nullptr;    // kModes * n*n * 4
+  const int32_t* dc_index = nullptr;      // 2n
+  const int64_t* ref_source = nullptr;    // blocks * (4n+1), plane raster index or -1
+  const int64_t* fronts = nullptr;        // blocks, grouped by wavefront
+  const int64_t* front_starts = nullptr;  // n_fronts + 1
+  int64_t n_fronts = 0;
+
+  int64_t blocks() const { return rows * cols; }
+  int refs() const { return 4 * n + 1; }
+};
+
+struct Params {
+  double temperature = 1.0;  // soft-argmin temperature, 0 = hard argmin
+  int terms = 10;            // Fourier-rounding terms
+  double ref_grad = 1.0;     // factor on the gradient into the reference samples
+};
+
+// x: planes * H * W (H = rows*n, W = cols*n); qstep: planes.
+// Outputs recon (planes * H * W) and yhat (planes * blocks * n * n).
+void intra_forward(const Tables& t, const Params& prm, int64_t planes, const double* x,
+                   const double* qstep, double* recon, double* yhat);
+
+// Gradients of a scalar loss given g_recon (like recon) and g_yhat (like yhat):
+// g_x (like x) and g_qstep (planes).
+void intra_backward(const Tables& t, const Params& prm, int64_t planes, const double* x,
+                    const double* qstep, const double* recon, const double* g_recon,
+                    const double* g_yhat, double* g_x, double* g_qstep);
+
+}  // namespace dbpg
+}  // namespace gencodec
