@@ -38,49 +38,9 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
+from gencodec.train.patches import photo_patches, to_tensor
+
 DEFAULT_PHOTOS = Path("/work/data/photos/val")
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
-                  "hubble_deep_field", "retina")  # those in the wheel (no download)
-SHORT_SIDE = 512
-
-
-def photo_patches(folder: Path | None, count: int, size: int = 256, seed: int = 0) -> np.ndarray:
-    """``count`` random ``size x size`` crops (N x size x size x 3 uint8), the photos
-    taken in turn, each box-downscaled first to a short side of at most 512 pixels
-    (the wallpapers are 1-5 Mpixel and far smoother per pixel than photos at the sizes
-    people code). ``folder`` None or missing: the scikit-image photos."""
-    from PIL import Image
-
-    if folder is not None and Path(folder).is_dir():
-        from gencodec.imageio import load_image
-
-        sources = [load_image(p) for p in sorted(Path(folder).glob("*.png"))]
-    else:
-        from skimage import data
-
-        sources = [getattr(data, name)() for name in SKIMAGE_PHOTOS]
-    photos = []
-    for a in sources:
-        im = Image.fromarray(np.ascontiguousarray(a)).convert("RGB")
-        scale = SHORT_SIDE / min(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BOX)
-        if min(im.size) >= size:
-            photos.append(np.asarray(im))
-    if not photos:
-        raise SystemExit(f"no photo of at least {size}x{size} pixels in {folder}")
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        im = photos[i % len(photos)]
-        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
-        out.append(im[y:y + size, x:x + size])
-    return np.stack(out)
-
-
-def to_tensor(patches: np.ndarray) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float in [0, 1]."""
-    return torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255.0
 
 
 def fwd_bwd_throughput(module: torch.nn.Module, x: torch.Tensor, setting: float,

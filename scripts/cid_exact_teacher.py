@@ -34,8 +34,8 @@ import torch
 from gencodec.diffusion.spectral import GaussianSpectral
 from gencodec.models import model_path
 from gencodec.train.distill import CiDConfig
-from gencodec.train.exact_teacher import (load_photo, random_crops, run_exact_distillation,
-                                          to_coefficients)
+from gencodec.train.exact_teacher import run_exact_distillation, to_coefficients
+from gencodec.train.patches import load_photo, random_crops
 
 PHOTOS = Path("/work/data/photos")
 SKIMAGE_TRAIN = ("astronaut", "coffee", "chelsea", "rocket")

@@ -30,38 +30,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-SHORT_SIDE = 512
 #: Coefficient magnitudes kept in the histograms (larger ones are clipped; at QP 10 a
 #: luma DC of an 8x8 block reaches about 1000).
 MAX_LEVEL = 4095
 
 
 def training_patches(folder: Path, count: int, size: int, seed: int) -> np.ndarray:
-    """``count`` random ``size`` x ``size`` crops, photos taken in turn, each first
-    box-downscaled to a short side of at most 512 (as benchmarks/surrogate.py does)."""
-    from PIL import Image
-
-    from gencodec.imageio import load_image
+    """``count`` random ``size`` x ``size`` crops of the training photos
+    (:func:`gencodec.train.patches.photo_patches`, as benchmarks/surrogate.py takes)."""
+    from gencodec.train.patches import photo_patches
 
     if "val" in Path(folder).resolve().parts:
         raise SystemExit(f"{folder}: refusing to fit on validation photos")
-    photos = []
-    for path in sorted(Path(folder).glob("*.png")):
-        im = Image.fromarray(np.ascontiguousarray(load_image(path))).convert("RGB")
-        scale = SHORT_SIDE / min(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BOX)
-        if min(im.size) >= size:
-            photos.append(np.asarray(im))
-    if not photos:
-        raise SystemExit(f"no PNG photo of at least {size}x{size} in {folder}")
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        im = photos[i % len(photos)]
-        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
-        out.append(im[y:y + size, x:x + size])
-    return np.stack(out)
+    if not Path(folder).is_dir():
+        raise SystemExit(f"{folder}: no such folder of training photos")
+    try:
+        return photo_patches(Path(folder), count, size, seed)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def real_bits(patches: np.ndarray, qps: list[int], chroma: str, cache: Path) -> np.ndarray:

@@ -22,20 +22,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from surrogate import photo_patches, to_tensor  # noqa: E402
+from gencodec.codecs_ext import get_codec
+from gencodec.codecs_ext.surrogates.jpeg import JpegSurrogate
+from gencodec.codecs_ext.surrogates.jpeg_rate import FEATURES, JpegRateModel
+from gencodec.train.patches import photo_patches, to_tensor
 
-from gencodec.codecs_ext import get_codec  # noqa: E402
-from gencodec.codecs_ext.surrogates.jpeg import JpegSurrogate  # noqa: E402
-from gencodec.codecs_ext.surrogates.jpeg_rate import FEATURES, JpegRateModel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "models" / "djpeg-rate" / "rate.safetensors"
 

@@ -11,7 +11,8 @@ import torch
 from gencodec.diffusion.spectral import GaussianSpectral
 from gencodec.models import model_path
 from gencodec.train.distill import CiDConfig
-from gencodec.train.exact_teacher import random_crops, run_exact_distillation, to_coefficients
+from gencodec.train.exact_teacher import run_exact_distillation, to_coefficients
+from gencodec.train.patches import random_crops
 
 
 @pytest.mark.slow

@@ -24,3 +24,22 @@ def register(sub) -> None:
         module = importlib.import_module(f"gencodec.cli.{name}")
         module.register(trainers)
     # --debug is added to every trainer by main.build_parser (it walks nested commands)
+
+
+def add_run_arguments(group, defaults) -> None:
+    """The options every trainer's run takes (device, precision, logging, checkpoints,
+    resume), defaulting to ``defaults``' fields of the same names."""
+    group.add_argument("--device", default=defaults.device,
+                       help="auto (a GPU per process when present), cpu or cuda")
+    group.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                       default=defaults.precision,
+                       help="CUDA autocast (auto: bf16 where supported); the CPU always "
+                            "runs fp32")
+    group.add_argument("--log-every", type=int, default=defaults.log_every,
+                       help=f"steps between CSV rows (default {defaults.log_every})")
+    group.add_argument("--ckpt-every", type=int, default=defaults.ckpt_every,
+                       help=f"steps between checkpoints (default {defaults.ckpt_every})")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in OUT/checkpoints")
+    group.add_argument("--force", "-f", action="store_true",
+                       help="start again even though OUT/checkpoints holds checkpoints")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from gencodec.cli.train_cmd import add_run_arguments
 from gencodec.train.distill_config import ANCHORS, WEIGHTINGS, CiDConfig, DistillConfig
 
 _C = CiDConfig()
@@ -73,21 +74,9 @@ def register(sub) -> None:
                         "the images seen")
     g.add_argument("--seed", type=int, default=_C.seed, help="seed (default 0)")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default=_D.device,
-                   help="auto (a GPU per process when present), cpu or cuda")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                   default=_D.precision, help="CUDA autocast (auto: bf16 where supported); "
-                                              "the CPU always runs fp32")
+    add_run_arguments(g, _D)
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute UNet activations in the backward pass (less memory)")
-    g.add_argument("--log-every", type=int, default=_D.log_every,
-                   help=f"steps between CSV rows (default {_D.log_every})")
-    g.add_argument("--ckpt-every", type=int, default=_D.ckpt_every,
-                   help=f"steps between checkpoints (default {_D.ckpt_every})")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in OUT/checkpoints")
-    g.add_argument("--force", "-f", action="store_true",
-                   help="start again even though OUT/checkpoints holds checkpoints")
     p.set_defaults(func=run)
 
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from gencodec.train.rp import VAL_METRICS, RPConfig
+from gencodec.cli.train_cmd import add_run_arguments
+from gencodec.train.rp_config import VAL_METRICS, RPConfig
 
 _D = RPConfig("", "")
 
@@ -72,15 +73,7 @@ def register(sub) -> None:
                         "paper; a new compact model trains better with a few hundred)")
     g.add_argument("--seed", type=int, default=_D.seed, help="seed (default 0)")
     g = p.add_argument_group("run")
-    g.add_argument("--device", default=_D.device,
-                   help="auto (a GPU per process when present), cpu or cuda")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                   default=_D.precision, help="CUDA autocast (auto: bf16 where supported); "
-                                              "the CPU always runs fp32")
-    g.add_argument("--log-every", type=int, default=_D.log_every,
-                   help=f"steps between CSV rows (default {_D.log_every})")
-    g.add_argument("--ckpt-every", type=int, default=_D.ckpt_every,
-                   help=f"steps between checkpoints (default {_D.ckpt_every})")
+    add_run_arguments(g, _D)
     g.add_argument("--val-every", type=int, default=_D.val_every,
                    help=f"steps between validation BD-rates (default {_D.val_every})")
     g.add_argument("--val-side", type=int, default=_D.val_side,
@@ -88,10 +81,6 @@ def register(sub) -> None:
     g.add_argument("--val-metrics", default=",".join(VAL_METRICS),
                    help=f"weight-free metrics of the validation BD-rate "
                         f"(default {','.join(VAL_METRICS)})")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in OUT/checkpoints")
-    g.add_argument("--force", "-f", action="store_true",
-                   help="start again even though OUT/checkpoints holds checkpoints")
     p.set_defaults(func=run)
 
 

@@ -242,7 +242,7 @@ def encode_latents(vae, x: torch.Tensor) -> torch.Tensor:
 LOG_COLUMNS = ("loss_fake", "L_id", "L_score", "L_cid", "grad_fake", "grad_student", "mse_input")
 
 
-def train(cfg: DistillConfig, stream=None) -> "Path":
+def train(cfg: DistillConfig, stream=None):
     """Run (or resume) a distillation; return the student's model folder ``OUT/model``.
 
     Writes ``OUT/checkpoints/step-N.pt``, ``OUT/log.csv``, ``OUT/loss.png``,

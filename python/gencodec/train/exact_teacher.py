@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,31 +97,6 @@ def steepened_power(model: GaussianSpectral, size: int, factor: float = 2.0) -> 
 
 
 # -- photos and spectra --------------------------------------------------------------------
-def load_photo(path: Path, short_side: int = 512) -> np.ndarray:
-    """An RGB photo (uint8) box-downscaled to a short side of at most ``short_side``,
-    as the spectral model was estimated (``scripts/estimate_spectrum.py``)."""
-    from PIL import Image
-
-    from gencodec.imageio import load_image
-
-    im = Image.fromarray(load_image(path))
-    scale = short_side / min(im.size)
-    if scale < 1:
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.BOX)
-    return np.asarray(im)
-
-
-def random_crops(photos: list[np.ndarray], size: int, count: int, seed: int) -> np.ndarray:
-    """``count`` crops (N x size x size x 3 uint8), photos taken in turn."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        im = photos[i % len(photos)]
-        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
-        out.append(im[y:y + size, x:x + size])
-    return np.stack(out)
-
-
 def to_coefficients(model: GaussianSpectral, crops: np.ndarray) -> torch.Tensor:
     """The model's transform of each crop: N x 3 x S x S float32."""
     return torch.from_numpy(np.stack([model.encode_image(c) for c in crops]))

@@ -59,16 +59,10 @@ from gencodec.errors import InputError
 from gencodec.filters.model import FrameModel
 from gencodec.train import common
 from gencodec.train.data import PatchSampler, validation_images
+from gencodec.train.rp_config import JPEG_QUALITY_RANGE, QP_RANGE, VAL_QUALITIES, RPConfig
 
 #: Eq. 7 coefficients.
 LAMBDA_W1, LAMBDA_W2 = -0.115, 1.145
-#: The paper's QP range for diff-BPG.
-QP_RANGE = (10.0, 50.0)
-#: diff-JPEG's quality range (IJG quality; mapped onto QP_RANGE for lambda).
-JPEG_QUALITY_RANGE = (10.0, 90.0)
-#: Qualities of the validation BD-rate, per codec (about 0.1 to 0.8 bpp on photos).
-VAL_QUALITIES = {"bpg": (27.0, 32.0, 37.0, 42.0), "jpeg": (10.0, 25.0, 50.0, 75.0)}
-VAL_METRICS = ("psnr-y", "ms-ssim", "haarpsi", "gmsd")
 #: Names of the trainable one-step parameters: attention Q/K/V in transformer blocks.
 ATTENTION_QKV = re.compile(r"transformer_blocks\.\d+\.attn\d+\.to_[qkv]\b")
 LOSS_COLUMNS = ("loss", "l1", "perceptual", "bpp", "lambda", "quality", "lr")
@@ -143,58 +137,6 @@ class Perceptual(torch.nn.Module):
                                                            neginf=0.0))
         sim = _piq("dss").dss(x_hat, x, data_range=1.0, reduction="none")
         return 1.0 - sim.mean()
-
-
-@dataclasses.dataclass
-class RPConfig:
-    """Everything a run depends on (the CLI's options)."""
-
-    train: str
-    out: str
-    val: str | None = None
-    codec: str = "bpg"
-    #: A frame model to fine-tune (directory, registry id, hub id); None: a new compact.
-    model: str | None = None
-    channels: int = 16
-    blocks: int = 2
-    scale: int = 4
-    lora_rank: int = 0
-    steps: int = 2000
-    batch: int = 8
-    crop: int = 128
-    patch: int = 256
-    jnd_threshold: float = 0.8
-    candidates_per_image: int = 64
-    lr: float = 1e-3
-    lr_min: float = 1e-8
-    #: Linear warm-up steps before the cosine decay (0: the paper's plain cosine).
-    warmup: int = 0
-    w_p: float = 1.0
-    rate_scale: float = 1.0
-    quality_lo: float | None = None
-    quality_hi: float | None = None
-    perceptual: str = "auto"
-    weights_dir: str | None = None
-    seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 100
-    keep_checkpoints: int = 2
-    val_every: int = 500
-    val_side: int = 256
-    val_qualities: tuple[float, ...] | None = None
-    val_metrics: tuple[str, ...] = VAL_METRICS
-    device: str = "auto"
-    precision: str = "auto"
-    resume: bool = False
-    force: bool = False
-
-    #: Fields that may change between a run and its resumption.
-    RESUMABLE = ("out", "val", "log_every", "ckpt_every", "keep_checkpoints", "val_every",
-                 "val_side", "val_qualities", "val_metrics", "device", "precision",
-                 "resume", "force", "weights_dir")
-
-    def identity(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RESUMABLE}
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -381,12 +323,14 @@ def _check_config(cfg: RPConfig) -> None:
 
 
 def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
-          stream=sys.stderr) -> Path:
+          stream=None) -> Path:
     """Run (or resume) the fine-tuning; return the saved model folder ``OUT/model``.
 
     ``surrogate``: the differentiable codec (default: ``get_surrogate(cfg.codec)``).
     Writes ``OUT/checkpoints/step-N.pt``, ``OUT/log.csv``, ``OUT/loss.png``,
-    ``OUT/config.json`` and ``OUT/model``. Under ``torchrun`` only rank 0 writes."""
+    ``OUT/config.json`` and ``OUT/model``. Under ``torchrun`` only rank 0 writes.
+    ``stream``: where messages go (default: ``sys.stderr`` at call time)."""
+    stream = stream or sys.stderr
     _check_config(cfg)
     out = Path(cfg.out)
     ckdir = out / "checkpoints"
