@@ -125,23 +125,28 @@ void register_bindings(py::module_& m) {
         py::array_t<double> recon({c.planes, x.shape(1), x.shape(2)});
         py::array_t<double> yhat({c.planes, static_cast<py::ssize_t>(c.t.blocks()),
                                   static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
+        py::array_t<double> cost({c.planes, static_cast<py::ssize_t>(c.t.blocks()),
+                                  static_cast<py::ssize_t>(kModes)});
         double* r = recon.mutable_data();
         double* y = yhat.mutable_data();
+        double* k = cost.mutable_data();
         {
           py::gil_scoped_release nogil;
-          intra_forward(c.t, prm, c.planes, x.data(), qstep.data(), r, y);
+          intra_forward(c.t, prm, c.planes, x.data(), qstep.data(), r, y, k);
         }
-        return py::make_tuple(recon, yhat);
+        return py::make_tuple(recon, yhat, cost);
       },
       py::arg("planes"), py::arg("qstep"), py::arg("transform"), py::arg("pred_index"),
       py::arg("pred_weight"), py::arg("dc_index"), py::arg("ref_source"), py::arg("fronts"),
       py::arg("front_starts"), py::arg("temperature"), py::arg("terms"),
       "diff-BPG closed-loop intra coding of float64 planes (P, H, W) on the 0..255 scale: "
-      "returns (recon (P, H, W), yhat (P, blocks, n, n)). Tables from "
+      "returns (recon (P, H, W), yhat (P, blocks, n, n), mode costs (P, blocks, 35) for the "
+      "backward). Tables from "
       "codecs_ext/surrogates/hevc_intra.py.");
   m.def(
       "dbpg_intra_backward",
-      [](const F64& x, const F64& qstep, const F64& recon, const F64& g_recon, const F64& g_yhat,
+      [](const F64& x, const F64& qstep, const F64& recon, const F64& cost, const F64& g_recon,
+         const F64& g_yhat,
          const F64& transform, const I32& pred_index, const F64& pred_weight,
          const I32& dc_index, const I64& ref_source, const I64& fronts,
          const I64& front_starts, double temperature, int terms, double ref_grad) {
@@ -150,6 +155,7 @@ void register_bindings(py::module_& m) {
         const Params prm = params(temperature, terms, ref_grad);
         const int n = c.t.n;
         expect_shape(recon, {c.planes, x.shape(1), x.shape(2)}, "recon");
+        expect_shape(cost, {c.planes, static_cast<py::ssize_t>(c.t.blocks()), kModes}, "cost");
         expect_shape(g_recon, {c.planes, x.shape(1), x.shape(2)}, "g_recon");
         expect_shape(g_yhat, {c.planes, static_cast<py::ssize_t>(c.t.blocks()), n, n}, "g_yhat");
         py::array_t<double> g_x({c.planes, x.shape(1), x.shape(2)});
@@ -159,11 +165,11 @@ void register_bindings(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           intra_backward(c.t, prm, c.planes, x.data(), qstep.data(), recon.data(),
-                         g_recon.data(), g_yhat.data(), gx, gq);
+                         cost.data(), g_recon.data(), g_yhat.data(), gx, gq);
         }
         return py::make_tuple(g_x, g_q);
       },
-      py::arg("planes"), py::arg("qstep"), py::arg("recon"), py::arg("g_recon"),
+      py::arg("planes"), py::arg("qstep"), py::arg("recon"), py::arg("cost"), py::arg("g_recon"),
       py::arg("g_yhat"), py::arg("transform"), py::arg("pred_index"), py::arg("pred_weight"),
       py::arg("dc_index"), py::arg("ref_source"), py::arg("fronts"), py::arg("front_starts"),
       py::arg("temperature"), py::arg("terms"), py::arg("ref_grad"),

@@ -38,15 +38,17 @@ struct Params {
 };
 
 // x: planes * H * W (H = rows*n, W = cols*n); qstep: planes.
-// Outputs recon (planes * H * W) and yhat (planes * blocks * n * n).
+// Outputs recon (planes * H * W), yhat (planes * blocks * n * n) and the mode costs
+// (planes * blocks * kModes, for the backward).
 void intra_forward(const Tables& t, const Params& prm, int64_t planes, const double* x,
-                   const double* qstep, double* recon, double* yhat);
+                   const double* qstep, double* recon, double* yhat, double* cost);
 
-// Gradients of a scalar loss given g_recon (like recon) and g_yhat (like yhat):
+// Gradients of a scalar loss given recon and cost from intra_forward, g_recon (like
+// recon) and g_yhat (like yhat):
 // g_x (like x) and g_qstep (planes).
 void intra_backward(const Tables& t, const Params& prm, int64_t planes, const double* x,
-                    const double* qstep, const double* recon, const double* g_recon,
-                    const double* g_yhat, double* g_x, double* g_qstep);
+                    const double* qstep, const double* recon, const double* cost,
+                    const double* g_recon, const double* g_yhat, double* g_x, double* g_qstep);
 
 }  // namespace dbpg
 }  // namespace gencodec
