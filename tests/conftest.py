@@ -71,3 +71,14 @@ def tiny_image() -> np.ndarray:
     a = np.stack([x * 15, y * 15, (x + y) * 7], axis=-1).astype(np.uint8)
     a.setflags(write=False)
     return a
+
+
+@pytest.fixture(scope="session")
+def onestep_dir(tmp_path_factory):
+    """A tiny random one-step diffusion model (SD layout) saved to a folder."""
+    pytest.importorskip("diffusers", reason="one-step models need gencodec[diffusion]")
+    from gencodec.filters.tiny import tiny_onestep
+
+    d = tmp_path_factory.mktemp("onestep")
+    tiny_onestep(seed=2).save_pretrained(d)
+    return d

@@ -20,16 +20,6 @@ def compact_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def onestep_dir(tmp_path_factory):
-    pytest.importorskip("diffusers", reason="one-step models need gencodec[diffusion]")
-    from gencodec.filters.tiny import tiny_onestep
-
-    d = tmp_path_factory.mktemp("onestep")
-    tiny_onestep(seed=2).save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="session")
 def photo():
     """A natural photo crop with an odd size (scikit-image's astronaut)."""
     skimage = pytest.importorskip("skimage")

@@ -38,17 +38,6 @@ def standin():
 
 
 @pytest.fixture(scope="session")
-def onestep_dir(tmp_path_factory):
-    """A tiny random one-step diffusion model (SD layout) saved to a folder."""
-    pytest.importorskip("diffusers", reason="one-step models need gencodec[diffusion]")
-    from gencodec.filters.tiny import tiny_onestep
-
-    d = tmp_path_factory.mktemp("onestep")
-    tiny_onestep(seed=2).save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="session")
 def one_photo_dir(tmp_path_factory, skimage_photos):
     """A folder with one 64x64 photo crop: with patch = crop = 64 every training batch
     is that crop (flipped or not), so a few steps show the loss going down."""
