@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     p.add_argument("--frames", type=int, default=2, help="frames per timed pass")
     p.add_argument("--min-seconds", type=float, default=2.0, help="time per figure")
-    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side (default: the runner's, whole frames for local models)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--no-sd-like", action="store_true", help="skip the SD look-alike")
     p.add_argument("--gpu-only", action="store_true", help="only the SD 2.1-size GPU timing")

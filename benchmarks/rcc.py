@@ -2,7 +2,11 @@
 approach of the DiffC paper's appendix A.5 (``randn(batch, d) @ mu`` in batches,
 then the Poisson arrival times and the argmin), in the same run on the same input.
 
-Figure of merit: candidate-dimensions scored per second (2^k * d / seconds per chunk).
+Figure of merit: candidate-dimensions scored per second (2^k * d / seconds per chunk),
+wall clock, each side with all the cores it can use (the native coder's OpenMP threads;
+torch's matmul threads, though torch draws randn on one thread). The CPU-s ratio
+(torch's process CPU seconds over the native coder's) compares the work per core and
+holds on a loaded machine, where the wall ratio does not.
 
     python benchmarks/rcc.py                 # d = 256, 1024, 4096 at k = 16
     python benchmarks/rcc.py --dims 1024 --bits 16 --repeats 5 --json out.json
@@ -54,14 +58,16 @@ def torch_reference(
     return int(torch.argmin(torch.log(t) - log_w))
 
 
-def _time(fn, repeats: int) -> float:
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (all threads of the process) of fn."""
     fn()  # warm up (thread pools, allocations, CUDA context)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -80,11 +86,13 @@ def main() -> None:
     gpu = info["cuda_devices"] > 0
     print(
         f"native kernel {rcc.cpu_kernel()}, OpenMP threads {info['openmp_threads']}, torch threads "
-        f"{torch.get_num_threads()}, CUDA devices {info['cuda_devices']}; k = {args.bits}"
+        f"{torch.get_num_threads()} (float32; torch draws randn on one thread whatever the "
+        f"setting), CUDA devices {info['cuda_devices']}; k = {args.bits}; load "
+        f"{os.getloadavg()[0]:.2f}"
     )
     header = (
         f"{'d':>6} {'native cand-dim/s':>18} {'torch cand-dim/s':>17} {'ratio':>7} "
-        f"{'native ms':>10} {'torch ms':>9}"
+        f"{'native ms':>10} {'torch ms':>9} {'CPU-s ratio':>12}"
     )
     if gpu:
         header += f" {'cuda ms':>8} {'cuda cand-dim/s':>16}"
@@ -100,19 +108,25 @@ def main() -> None:
         def reference(q=q):
             return torch_reference(*q, bits=args.bits, seed=1)
 
-        t_native, t_torch = _time(native, args.repeats), _time(reference, args.repeats)
+        (t_native, c_native), (t_torch, c_torch) = (
+            _time(native, args.repeats),
+            _time(reference, args.repeats),
+        )
         row = {
             "d": d,
             "bits": args.bits,
             "native_s": t_native,
             "torch_s": t_torch,
+            "native_cpu_s": c_native,
+            "torch_cpu_s": c_torch,
             "native_rate": work / t_native,
             "torch_rate": work / t_torch,
             "ratio": t_torch / t_native,
+            "cpu_ratio": c_torch / c_native,
         }
         line = (
             f"{d:>6} {row['native_rate']:>18.3e} {row['torch_rate']:>17.3e} {row['ratio']:>6.1f}x "
-            f"{t_native * 1e3:>10.1f} {t_torch * 1e3:>9.1f}"
+            f"{t_native * 1e3:>10.1f} {t_torch * 1e3:>9.1f} {row['cpu_ratio']:>11.1f}x"
         )
         if gpu:
 
@@ -121,7 +135,7 @@ def main() -> None:
                     *q, seed=1, step=0, chunk=0, chunk_bits=args.bits, device="cuda"
                 )
 
-            t_cuda = _time(cuda, max(args.repeats, 10))
+            t_cuda = _time(cuda, max(args.repeats, 10))[0]
             row.update(cuda_s=t_cuda, cuda_rate=work / t_cuda)
             line += f" {t_cuda * 1e3:>8.3f} {work / t_cuda:>16.3e}"
         rows.append(row)

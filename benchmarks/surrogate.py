@@ -119,7 +119,8 @@ def bpg_case() -> Case:
     def speed(x: torch.Tensor, qp: float) -> dict[str, float]:
         out = {}
         for backend in ("torch", "native"):
-            figures = fwd_bwd_throughput(get_surrogate("bpg", backend=backend), x, qp, repeats=1)
+            # median of 3: one short run swings with the load of a shared machine
+            figures = fwd_bwd_throughput(get_surrogate("bpg", backend=backend), x, qp, repeats=3)
             out.update({f"{backend} {k}": v for k, v in figures.items()})
         for k in ("fwd", "fwd+bwd"):
             out[f"native/torch {k}"] = out[f"native {k} Mpix/s"] / out[f"torch {k} Mpix/s"]

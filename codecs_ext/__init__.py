@@ -20,6 +20,7 @@ from gencodec.codecs_ext.bpg import BpgCodec
 from gencodec.codecs_ext.diffc import DiffcCodec
 from gencodec.codecs_ext.heif import HeifCodec
 from gencodec.codecs_ext.jpeg import JpegCodec
+from gencodec.codecs_ext.osdiff import OsdiffCodec
 from gencodec.codecs_ext.webp import WebpCodec
 from gencodec.codecs_ext.x265 import X265Codec
 from gencodec.errors import InputError
@@ -32,6 +33,7 @@ CODECS: dict[str, type[Codec]] = {
     "avif": AvifCodec,
     "x265": X265Codec,
     "diffc": DiffcCodec,
+    "osdiff": OsdiffCodec,
 }
 
 #: Codecs that take one image (``x265`` takes a sequence of frames).

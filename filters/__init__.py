@@ -39,7 +39,7 @@ _LAZY = {
 
 
 def make_runner(spec, *, backend: str = "torch", device: str = "cpu",
-                precision: str = "fp32", tile: int = 512, overlap: int | None = None,
+                precision: str = "fp32", tile: int | None = None, overlap: int | None = None,
                 batch: int = 4, threads: int = 0) -> FrameRunner:
     """A :class:`FrameRunner` for a model (a :class:`FrameModel` or anything
     :func:`load_frame_model` takes) on the named back end."""

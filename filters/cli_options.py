@@ -33,8 +33,10 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: cpu")
     g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="fp16/bf16 on CUDA with the torch back end (default: fp32)")
-    g.add_argument("--tile", type=int, default=512,
-                   help="tile side in pixels; bounds memory (default: 512)")
+    g.add_argument("--tile", type=int, default=None,
+                   help="tile side in pixels; bounds memory (default: frames up to 2048 "
+                        "pixels whole for local models such as the compact one, 512 for "
+                        "models with global operations)")
     g.add_argument("--overlap", type=int, default=None,
                    help="tile overlap in pixels (default: 4x the receptive field, or "
                         "128, at most half the tile)")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import Interpolation
 from tqdm import tqdm
 
@@ -238,8 +239,11 @@ def _max_reorder_delay(rate, time_base) -> int | None:
 def _to_encoder_format(frame: av.VideoFrame, vout) -> av.VideoFrame:
     """``frame`` in the encoder's pixel format, converted with the matrix and range the
     output is tagged with (:func:`_set_picture`): PyAV's own conversion in ``encode``
-    would use swscale's default (BT.601) whatever the tags say."""
+    would use swscale's default (BT.601) whatever the tags say. The decoder's picture
+    type is cleared, as the ffmpeg program does: libx265 would force it as the slice type
+    and copy the input's GOP (an all-intra source would stay all intra)."""
     ctx = vout.codec_context
+    frame.pict_type = PictureType.NONE
     if frame.format.name == ctx.pix_fmt:
         return frame
     src = _matrix(frame)

@@ -53,7 +53,7 @@ MODELS: dict[str, dict] = {
         "architecture": "dbpg-rate",
         "path": "dbpg-rate/b16-420",
         "weights": "dbpg-rate/b16-420/rate.safetensors",
-        "sha256": "fbe58682f327a107a0b8ad5c4e973b40101e1ab602b1a10192edc83008e3d515",
+        "sha256": "de7263d470b7a9a8183a2824ffc1736c1286157d7eb796c1e0876d7051dff294",
         "licence": "Apache-2.0 (rate-model parameters fitted on CC0 and GPL-2+ photos; no "
                    "image content)",
         "card": "dbpg-rate/README.md",

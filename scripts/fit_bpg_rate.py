@@ -100,6 +100,23 @@ def coefficient_histograms(patches: np.ndarray, qps: list[int], block: int, chro
     return samples
 
 
+def coding_fingerprint(patches: np.ndarray, qps: list[int], block: int, chroma: str) -> str:
+    """A short hash of what the rate model would see (the surrogate's rounded
+    coefficients and QPs for the first patch at the first QP), so that cached
+    histograms are rebuilt whenever the surrogate's coding changes."""
+    import hashlib
+
+    from gencodec.codecs_ext.surrogates.bpg import BpgSurrogate
+    from gencodec.codecs_ext.surrogates.bpg_rate import BpgRateModel
+
+    surrogate = BpgSurrogate(block, chroma, rate_model=BpgRateModel(block, chroma))
+    x = torch.from_numpy(patches[:1]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        _, yl, yc, qp, qpc = surrogate.code(x, qps[0])
+    parts = [t.double().round().numpy().astype(np.int64).tobytes() for t in (yl, yc, qp, qpc)]
+    return hashlib.sha256(b"".join(parts)).hexdigest()[:12]
+
+
 def estimate(model, table: dict) -> torch.Tensor:
     """Estimated bits of every sample (differentiable in the model's parameters): the
     bits of each distinct (QP, position, level) once, then counted per sample."""
@@ -170,7 +187,8 @@ def main() -> None:
     real = torch.from_numpy(real_bits(patches, qps, args.chroma, args.cache)).reshape(-1)
     hist_cache = args.cache.with_name(
         f"{args.cache.stem}-hist-b{args.block}-{args.chroma}-{len(patches)}x{args.size}-seed"
-        f"{args.seed}-qp{'-'.join(map(str, args.qps))}.pt")
+        f"{args.seed}-qp{'-'.join(map(str, args.qps))}-"
+        f"{coding_fingerprint(patches, qps, args.block, args.chroma)}.pt")
     if hist_cache.is_file():
         table = torch.load(hist_cache, weights_only=True)
     else:

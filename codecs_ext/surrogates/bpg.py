@@ -5,14 +5,28 @@ Guo et al., section "Differentiable BPG Codec": intra prediction from neighbouri
 transform, rounding by a Fourier series (Eq. 5, corrected: :mod:`.rounding`) and a
 learned entropy model for the rate. Here:
 
-* colour as the ``bpg`` codec codes it: full-range BT.601 Y'CbCr (JPEG matrix) on the
-  0..255 scale, chroma 4:2:0 (2x2 mean; bilinear upsampling on output) or 4:4:4;
+* colour as the ``bpg`` codec codes it (x265 through PyAV, whose FFmpeg ``swscale``
+  converts the pictures): full-range BT.601 Y'CbCr (JPEG matrix) on the 0..255 scale;
+  chroma 4:2:0 filtered as swscale does (:func:`swscale_chroma_420`) or 4:4:4; the
+  planes offset by swscale's fixed-point truncation (:data:`SWSCALE_CHROMA_BIAS`);
 * the picture edge-padded to a multiple of the block size (as the codec pads), coded in
   ``block_size`` luma blocks (4, 8, 16 or 32; chroma blocks half that in 4:2:0) by
-  the closed-loop intra coder of :mod:`.bpg_intra` (PyTorch reference or native op);
-* the chroma QP from HEVC's Table 8-10 (4:2:0);
+  the closed-loop intra coder of :mod:`.bpg_intra` (PyTorch reference or native op)
+  at the QP x265 really codes an intra picture at, :func:`coded_qp` (3 below ``--qp``);
+* the chroma QP from HEVC's Table 8-10 (4:2:0) or, in 4:4:4, the luma QP plus the
+  offset x265 signals (:data:`CHROMA_QP_OFFSET`);
+* decoded as the codec decodes: 4:2:0 chroma repeated 2x2 (swscale's yuv420p -> rgb24
+  path) and that path's truncation bias (:data:`SWSCALE_RGB_BIAS`);
 * bits from :class:`.bpg_rate.BpgRateModel`, calibrated to x265's real bitstreams
   (the shipped ``dbpg-rate-*`` models; ``models/dbpg-rate/README.md``).
+
+What x265 (``preset=medium``) does and this surrogate does not: the intra dead zone of
+its quantiser (``level = floor(|c| / Qstep + 171/512)``, not ``+ 1/2``: it needs a change
+inside the closed-loop op), the deblocking filter and SAO, adaptive block sizes (8 to
+32) and psy-rd mode decisions. Measured (models/dbpg-rate/README.md): the dead zone
+would lower the surrogate's PSNR by 0.3 (QP 22) to 0.9 dB (QP 47) on training patches,
+the deblocking filter and SAO raise x265's by 0.03 to 0.37 dB; together with the
+adaptive blocks these cancel to within 0.45 dB at every QP of benchmarks/surrogate.py.
 
 Two properties of the paper's design to know when training through it: the exact
 gradient of the closed loop through Fourier rounding explodes (hence ``ref_grad``), and
@@ -39,6 +53,25 @@ YCBCR_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136286, -0.714136286), (1.0, 1.77
 BLOCK_SIZES = (4, 8, 16, 32)
 BACKENDS = ("auto", "torch", "native")
 QP_RANGE = (0.0, 51.0)
+#: x265 in constant-QP mode (``--qp``, what our ``bpg`` codec passes) codes I slices at
+#: ``int(qp - 6 log2(ipratio) + 0.5)`` (x265 ``RateControl``, CQP), ``qp - 3`` with the
+#: default ``ipratio`` 1.4; checked bit-exact: ``--qp q`` and ``--qp q-3 --ipratio 1``
+#: write the same stream.
+I_SLICE_QP_OFFSET = 3.0
+#: The chroma QP offset x265 (``preset=medium``) signals: with psy-rd on (as in that
+#: preset) it raises both to 6 for 4:4:4 input, "halving the quality" of the doubled
+#: chroma resolution (x265 ``Encoder::configure``); checked bit-exact: its default
+#: 4:4:4 stream equals the one with ``cbqpoffs=6:crqpoffs=6``.
+CHROMA_QP_OFFSET = {"420": 0.0, "444": 6.0}
+#: Mean offset of swscale's Cb, Cr planes (rgb24 -> yuv420p / yuv444p, full-range
+#: BT.601, as PyAV converts the codec's input) from exact arithmetic: its fixed-point
+#: conversion truncates (luma: below 0.01). Measured on 16 (4:2:0) and 8 (4:4:4)
+#: training patches (std 0.03).
+SWSCALE_CHROMA_BIAS = {"420": -0.59, "444": -0.51}
+#: Mean offset of swscale's R, G, B (yuv420p -> rgb24, the codec's decoder output) from
+#: the exact conversion of the same planes with chroma repeated 2x2 (its yuv2rgb path
+#: truncates); 0 for yuv444p (below 0.04). Same patches (std <= 0.09).
+SWSCALE_RGB_BIAS = {"420": (-0.52, -0.97, -0.50), "444": (0.0, 0.0, 0.0)}
 #: Gradient factor through the reference samples: the first blocks' input gradients of
 #: a 256x256 photo stay within a few times those of ref_grad = 0 (measured 1e38 at 1).
 DEFAULT_REF_GRAD = 0.1
@@ -57,6 +90,27 @@ def rgb_to_ycbcr(rgb255: torch.Tensor) -> torch.Tensor:
 def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     off = torch.tensor([0.0, 128.0, 128.0], dtype=ycc.dtype, device=ycc.device).view(1, 3, 1, 1)
     return _colour(ycc - off, YCBCR_TO_RGB, 0.0)
+
+
+def swscale_chroma_420(chroma: torch.Tensor) -> torch.Tensor:
+    """4:2:0 chroma ``(..., H, W) -> (..., H/2, W/2)`` as swscale subsamples it in the
+    codec's rgb24 -> yuv420p conversion (its bilinear scaler at ratio 2): the mean of the
+    two columns ``2j, 2j+1`` and the taps ``[1, 3, 3, 1] / 8`` over the rows ``2i-1 ..
+    2i+2`` (edges replicated). Fitted by least squares to swscale's output (weights
+    within 0.01 of these, residual its 8-bit rounding)."""
+    shape = chroma.shape
+    t = chroma.reshape(-1, 1, *shape[-2:])
+    t = nn.functional.pad(t, (0, 0, 1, 1), mode="replicate")
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=t.dtype, device=t.device) / 8.0
+    t = nn.functional.conv2d(t, taps.view(1, 1, 4, 1), stride=(2, 1))
+    t = nn.functional.avg_pool2d(t, (1, 2))
+    return t.reshape(*shape[:-2], *t.shape[-2:])
+
+
+def coded_qp(qp: torch.Tensor) -> torch.Tensor:
+    """The QP x265 codes the intra picture at for ``--qp qp`` (:data:`I_SLICE_QP_OFFSET`
+    below it, clipped at 0 as x265 clips); linear between integers."""
+    return (qp - I_SLICE_QP_OFFSET).clamp_min(QP_RANGE[0])
 
 
 def default_rate_model_id(block_size: int, chroma: str) -> str:
@@ -82,8 +136,9 @@ class BpgSurrogate(nn.Module):
 
     ``x``: float RGB ``N x 3 x H x W`` in [0, 1] (values outside are clipped, as the
     8-bit encoder input would be); ``qp``: a number or a tensor of shape ``()`` or
-    ``(N,)`` in 0..51 (fractional QPs interpolate, so ``bits`` and ``x_hat`` are
-    differentiable in it). ``x_hat`` has the shape of ``x``; ``bits`` is ``(N,)``.
+    ``(N,)`` in 0..51, the codec's quality (x265's ``--qp``; the picture is coded at
+    :func:`coded_qp`); fractional QPs interpolate, so ``bits`` and ``x_hat`` are
+    differentiable in it. ``x_hat`` has the shape of ``x``; ``bits`` is ``(N,)``.
 
     ``temperature`` is the soft-argmin temperature of the mode choice (0: hard argmin),
     ``terms`` the Fourier-rounding terms, ``backend`` ``"torch"`` (reference),
@@ -165,7 +220,7 @@ class BpgSurrogate(nn.Module):
 
     def code(self, x: torch.Tensor, qp):
         """Everything but the rate: ``(x_hat, yhat_luma (N, blocks, n, n), yhat_chroma
-        (N, 2, blocks, m, m), qp (N,), chroma qp (N,))``."""
+        (N, 2, blocks, m, m), coded qp (N,), chroma qp (N,))``."""
         qp = self._check(x, qp)
         n_img, _, h, w = x.shape
         n = self.block_size
@@ -177,8 +232,11 @@ class BpgSurrogate(nn.Module):
         ycc = rgb_to_ycbcr(rgb)
         luma, chroma = ycc[:, 0], ycc[:, 1:]
         if sub:
-            chroma = nn.functional.avg_pool2d(chroma, 2)
-        qp_c = bpg_intra.chroma_qp(qp, sub)
+            chroma = swscale_chroma_420(chroma)
+        chroma = chroma + SWSCALE_CHROMA_BIAS[self.chroma]
+        qp = coded_qp(qp)
+        qp_c = bpg_intra.chroma_qp(qp + CHROMA_QP_OFFSET[self.chroma], sub).clamp_max(
+            QP_RANGE[1])
         code = dict(temperature=self.temperature, terms=self.terms, ref_grad=self.ref_grad,
                     backend=self.backend)
         luma_rec, yhat_luma = bpg_intra.intra_code(luma, bpg_intra.qstep_of(qp), n,
@@ -188,12 +246,18 @@ class BpgSurrogate(nn.Module):
             chroma.reshape(2 * n_img, ch, cw), bpg_intra.qstep_of(qp_c).repeat_interleave(2),
             n // 2 if sub else n, **code)
         chroma_rec = chroma_rec.reshape(n_img, 2, ch, cw)
-        if sub:
-            chroma_rec = nn.functional.interpolate(chroma_rec, scale_factor=2, mode="bilinear",
-                                                   align_corners=False)
-        rgb_hat = ycbcr_to_rgb(torch.cat([luma_rec.unsqueeze(1), chroma_rec], 1))
-        x_hat = (rgb_hat[..., :h, :w] / 255.0).clamp(0.0, 1.0)
+        x_hat = (self.decode_colour(luma_rec, chroma_rec)[..., :h, :w] / 255.0).clamp(0.0, 1.0)
         return x_hat, yhat_luma, yhat_chroma.reshape(n_img, 2, *yhat_chroma.shape[1:]), qp, qp_c
+
+    def decode_colour(self, luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+        """RGB ``(N, 3, H, W)`` on the 0..255 scale (unclipped) from decoded planes
+        ``luma (N, H, W)``, ``chroma (N, 2, h, w)`` as the codec's decoder (swscale)
+        converts them: 4:2:0 chroma repeated 2x2, then :data:`SWSCALE_RGB_BIAS`."""
+        if self.chroma == "420":
+            chroma = chroma.repeat_interleave(2, -2).repeat_interleave(2, -1)
+        rgb = ycbcr_to_rgb(torch.cat([luma.unsqueeze(1), chroma], 1))
+        bias = torch.tensor(SWSCALE_RGB_BIAS[self.chroma], dtype=rgb.dtype, device=rgb.device)
+        return rgb + bias.view(1, 3, 1, 1)
 
     def extra_repr(self) -> str:
         return (f"block_size={self.block_size}, chroma={self.chroma}, "

@@ -160,22 +160,31 @@ def _table_args(t: IntraTables) -> tuple:
 class NativeIntraCode(torch.autograd.Function):
     """The same computation as :func:`intra_code_reference` by ``native/dbpg``: the
     forward codes the blocks wavefront by wavefront (OpenMP over planes and the blocks
-    of a wavefront); the backward recomputes each block from the saved input,
-    reconstruction and mode costs (transforming only the modes of non-negligible
-    weight again) and runs the chain rule in reverse wavefront order. CPU, float64
-    inside; inputs of other dtypes are converted and the outputs converted back."""
+    of a wavefront) and keeps, besides the mode costs, the signs of each mode's
+    transformed residual (2 bits per coefficient); the backward recomputes each
+    block's predictions and weighted residual from the saved input, reconstruction and
+    costs (no mode is transformed again: the costs' gradients need only the signs) and
+    runs the chain rule in reverse wavefront order. Float64 inside;
+    inputs of other dtypes are converted and the outputs converted back. CUDA tensors
+    take the CUDA op (:mod:`.bpg_intra_cuda`) when the native module has it, else the
+    CPU op."""
 
     @staticmethod
     def forward(ctx, planes, qstep, n, dst, temperature, terms, ref_grad):
+        from . import bpg_intra_cuda
+
+        if planes.is_cuda and bpg_intra_cuda.available():
+            return bpg_intra_cuda.forward(ctx, planes, qstep, n, dst, temperature, terms,
+                                          ref_grad)
         p, h, w = planes.shape
         t = intra_tables(n, h // n, w // n, dst)
         x = planes.detach().to("cpu", torch.float64).contiguous().numpy()
         qs = qstep.detach().to("cpu", torch.float64).contiguous().numpy()
-        recon, yhat, cost = _native().dbpg_intra_forward(x, qs, *_table_args(t),
-                                                         float(temperature), int(terms))
+        recon, yhat, cost, signs = _native().dbpg_intra_forward(x, qs, *_table_args(t),
+                                                                float(temperature), int(terms))
         recon_t, yhat_t = torch.from_numpy(recon), torch.from_numpy(yhat)
         ctx.save_for_backward(torch.from_numpy(x), torch.from_numpy(qs), recon_t,
-                              torch.from_numpy(cost))
+                              torch.from_numpy(cost), torch.from_numpy(signs))
         ctx.setup = (t, float(temperature), int(terms), float(ref_grad), planes.dtype,
                      planes.device, qstep.dtype)
         return (recon_t.to(planes.device, planes.dtype),
@@ -183,16 +192,20 @@ class NativeIntraCode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_recon, grad_yhat):
-        x, qs, recon, cost = ctx.saved_tensors
+        if ctx.saved_tensors[0].is_cuda:  # saved by bpg_intra_cuda.forward
+            from . import bpg_intra_cuda
+
+            return bpg_intra_cuda.backward(ctx, grad_recon, grad_yhat)
+        x, qs, recon, cost, signs = ctx.saved_tensors
         t, temperature, terms, ref_grad, dtype, device, qdtype = ctx.setup
         g_recon = (torch.zeros_like(recon) if grad_recon is None
                    else grad_recon.to("cpu", torch.float64).contiguous())
         g_yhat = (torch.zeros(x.shape[0], t.blocks, t.n, t.n, dtype=torch.float64)
                   if grad_yhat is None else grad_yhat.to("cpu", torch.float64).contiguous())
         gx, gq = _native().dbpg_intra_backward(x.numpy(), qs.numpy(), recon.numpy(),
-                                               cost.numpy(), g_recon.numpy(), g_yhat.numpy(),
-                                               *_table_args(t), temperature, terms,
-                                               ref_grad)
+                                               cost.numpy(), signs.numpy(), g_recon.numpy(),
+                                               g_yhat.numpy(), *_table_args(t), temperature,
+                                               terms, ref_grad)
         return (torch.from_numpy(gx).to(device, dtype), torch.from_numpy(gq).to(device, qdtype),
                 None, None, None, None, None)
 

@@ -10,11 +10,13 @@ quantisation bin,
                                              - sigmoid((-1/2 - |yhat|) / s_k(c, p, QP))],
 
 with ``log s_k = a[c, p, k] + b[c, k] u + g[c, k] u^2``, mixture logits
-``m[c, p, k] + e[c, k] u`` and ``u = (QP_c - 30) / 10`` (``QP_c`` the channel's QP). The bits of every coefficient are
-then multiplied by ``exp(c0 + c1 u + c2 u^2)``: x265 codes with context-adaptive
-arithmetic coding, rate-distortion optimised quantisation and adaptive block sizes, and
-at mid QPs spends fewer bits than the entropy of any fixed per-position density of the
-surrogate's coefficients (which bounds a factorized model from below); this factor is
+``m[c, p, k] + e[c, k] u`` and ``u = (QP_c - 30) / 10``, ``QP_c`` the channel's QP (the
+QP the picture is coded at, :func:`.bpg.coded_qp`, 3 below x265's ``--qp``, or its
+chroma QP). The bits of every coefficient are then multiplied by
+``exp(c0 + c1 u + c2 u^2)``: x265 codes with context-adaptive arithmetic coding, an
+intra dead-zone quantiser and adaptive block sizes, and at mid QPs spends fewer bits
+than the entropy of any fixed per-position density of the surrogate's coefficients
+(which bounds a factorized model from below); this factor is
 the calibration that lets the estimate follow it.
 Side information (modes, split flags, coded-block flags) costs
 ``softplus(s0 + s1 u)`` bits per luma block, and the parameter sets and slice header

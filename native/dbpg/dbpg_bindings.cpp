@@ -8,6 +8,9 @@
 #include <string>
 
 #include "dbpg/intra.hpp"
+#ifdef GENCODEC_WITH_CUDA
+#include "dbpg/intra_cuda.hpp"
+#endif
 
 namespace py = pybind11;
 
@@ -19,6 +22,7 @@ constexpr auto kFlags = py::array::c_style | py::array::forcecast;
 using F64 = py::array_t<double, kFlags>;
 using I32 = py::array_t<int32_t, kFlags>;
 using I64 = py::array_t<int64_t, kFlags>;
+using U8 = py::array_t<uint8_t, kFlags>;
 
 void expect_shape(const py::array& a, std::initializer_list<py::ssize_t> shape,
                   const char* name) {
@@ -42,22 +46,20 @@ void expect_range(const T* v, py::ssize_t count, int64_t lo, int64_t hi, const c
                                   std::to_string(lo) + ".." + std::to_string(hi));
 }
 
-// The tables of one call, checked against the planes' shape x (P, H, W).
+// The tables of one call, checked against the planes' shape (P, H, W).
 struct Checked {
   Tables t;
   int64_t planes;
 };
 
-Checked check(const F64& x, const F64& qstep, const F64& transform, const I32& pred_index,
-              const F64& pred_weight, const I32& dc_index, const I64& ref_source,
-              const I64& fronts, const I64& front_starts) {
-  if (x.ndim() != 3) throw std::invalid_argument("planes must be 3-D (P, H, W)");
+Checked check(int64_t planes, int64_t h, int64_t w, const F64& qstep, const F64& transform,
+              const I32& pred_index, const F64& pred_weight, const I32& dc_index,
+              const I64& ref_source, const I64& fronts, const I64& front_starts) {
   if (transform.ndim() != 2) throw std::invalid_argument("transform must be n x n");
   const int n = static_cast<int>(transform.shape(0));
   if (n != 4 && n != 8 && n != 16 && n != 32)
     throw std::invalid_argument("block size must be 4, 8, 16 or 32, got " + std::to_string(n));
   expect_shape(transform, {n, n}, "transform");
-  const int64_t planes = x.shape(0), h = x.shape(1), w = x.shape(2);
   if (h % n || w % n || h == 0 || w == 0)
     throw std::invalid_argument("plane sides must be non-zero multiples of the block size " +
                                 std::to_string(n));
@@ -98,6 +100,14 @@ Checked check(const F64& x, const F64& qstep, const F64& transform, const I32& p
   return {t, planes};
 }
 
+Checked check(const F64& x, const F64& qstep, const F64& transform, const I32& pred_index,
+              const F64& pred_weight, const I32& dc_index, const I64& ref_source,
+              const I64& fronts, const I64& front_starts) {
+  if (x.ndim() != 3) throw std::invalid_argument("planes must be 3-D (P, H, W)");
+  return check(x.shape(0), x.shape(1), x.shape(2), qstep, transform, pred_index, pred_weight,
+               dc_index, ref_source, fronts, front_starts);
+}
+
 Params params(double temperature, int terms, double ref_grad) {
   if (!(std::isfinite(temperature) && temperature >= 0.0))
     throw std::invalid_argument("temperature must be finite and >= 0");
@@ -127,26 +137,29 @@ void register_bindings(py::module_& m) {
                                   static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(n)});
         py::array_t<double> cost({c.planes, static_cast<py::ssize_t>(c.t.blocks()),
                                   static_cast<py::ssize_t>(kModes)});
+        py::array_t<uint8_t> signs({c.planes, static_cast<py::ssize_t>(c.t.blocks()),
+                                    static_cast<py::ssize_t>(sign_bytes(n))});
         double* r = recon.mutable_data();
         double* y = yhat.mutable_data();
         double* k = cost.mutable_data();
+        uint8_t* sg = signs.mutable_data();
         {
           py::gil_scoped_release nogil;
-          intra_forward(c.t, prm, c.planes, x.data(), qstep.data(), r, y, k);
+          intra_forward(c.t, prm, c.planes, x.data(), qstep.data(), r, y, k, sg);
         }
-        return py::make_tuple(recon, yhat, cost);
+        return py::make_tuple(recon, yhat, cost, signs);
       },
       py::arg("planes"), py::arg("qstep"), py::arg("transform"), py::arg("pred_index"),
       py::arg("pred_weight"), py::arg("dc_index"), py::arg("ref_source"), py::arg("fronts"),
       py::arg("front_starts"), py::arg("temperature"), py::arg("terms"),
       "diff-BPG closed-loop intra coding of float64 planes (P, H, W) on the 0..255 scale: "
-      "returns (recon (P, H, W), yhat (P, blocks, n, n), mode costs (P, blocks, 35) for the "
-      "backward). Tables from "
+      "returns (recon (P, H, W), yhat (P, blocks, n, n), and for the backward the mode costs "
+      "(P, blocks, 35) and their coefficients' signs (P, blocks, bytes), uint8). Tables from "
       "codecs_ext/surrogates/hevc_intra.py.");
   m.def(
       "dbpg_intra_backward",
-      [](const F64& x, const F64& qstep, const F64& recon, const F64& cost, const F64& g_recon,
-         const F64& g_yhat,
+      [](const F64& x, const F64& qstep, const F64& recon, const F64& cost, const U8& signs,
+         const F64& g_recon, const F64& g_yhat,
          const F64& transform, const I32& pred_index, const F64& pred_weight,
          const I32& dc_index, const I64& ref_source, const I64& fronts,
          const I64& front_starts, double temperature, int terms, double ref_grad) {
@@ -156,6 +169,8 @@ void register_bindings(py::module_& m) {
         const int n = c.t.n;
         expect_shape(recon, {c.planes, x.shape(1), x.shape(2)}, "recon");
         expect_shape(cost, {c.planes, static_cast<py::ssize_t>(c.t.blocks()), kModes}, "cost");
+        expect_shape(signs, {c.planes, static_cast<py::ssize_t>(c.t.blocks()), sign_bytes(n)},
+                     "signs");
         expect_shape(g_recon, {c.planes, x.shape(1), x.shape(2)}, "g_recon");
         expect_shape(g_yhat, {c.planes, static_cast<py::ssize_t>(c.t.blocks()), n, n}, "g_yhat");
         py::array_t<double> g_x({c.planes, x.shape(1), x.shape(2)});
@@ -165,16 +180,74 @@ void register_bindings(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           intra_backward(c.t, prm, c.planes, x.data(), qstep.data(), recon.data(),
-                         cost.data(), g_recon.data(), g_yhat.data(), gx, gq);
+                         cost.data(), signs.data(), g_recon.data(), g_yhat.data(), gx, gq);
         }
         return py::make_tuple(g_x, g_q);
       },
-      py::arg("planes"), py::arg("qstep"), py::arg("recon"), py::arg("cost"), py::arg("g_recon"),
-      py::arg("g_yhat"), py::arg("transform"), py::arg("pred_index"), py::arg("pred_weight"),
+      py::arg("planes"), py::arg("qstep"), py::arg("recon"), py::arg("cost"), py::arg("signs"),
+      py::arg("g_recon"), py::arg("g_yhat"), py::arg("transform"), py::arg("pred_index"), py::arg("pred_weight"),
       py::arg("dc_index"), py::arg("ref_source"), py::arg("fronts"), py::arg("front_starts"),
       py::arg("temperature"), py::arg("terms"), py::arg("ref_grad"),
       "Backward of dbpg_intra_forward: (g_planes, g_qstep) from the gradients of recon and "
       "yhat; ref_grad scales the gradient into the reference samples (1 = exact).");
+#ifdef GENCODEC_WITH_CUDA
+  // The same ops on CUDA device memory (dbpg/intra_cuda.hpp): the planes and outputs are
+  // addresses of float64 C-order device buffers (torch's data_ptr()) of the shapes the CPU
+  // functions take and return, on the current device; qstep and the tables stay on the
+  // host. The work is queued on `stream` (a cudaStream_t as an integer, 0 = default).
+  m.def(
+      "dbpg_intra_forward_cuda",
+      [](uintptr_t planes, int64_t p, int64_t h, int64_t w, const F64& qstep, uintptr_t recon,
+         uintptr_t yhat, uintptr_t cost, const F64& transform, const I32& pred_index,
+         const F64& pred_weight, const I32& dc_index, const I64& ref_source, const I64& fronts,
+         const I64& front_starts, double temperature, int terms, uintptr_t stream) {
+        if (p < 0 || h < 0 || w < 0) throw std::invalid_argument("plane shape must be >= 0");
+        const Checked c = check(p, h, w, qstep, transform, pred_index, pred_weight, dc_index,
+                                ref_source, fronts, front_starts);
+        const Params prm = params(temperature, terms, 1.0);
+        py::gil_scoped_release nogil;
+        intra_forward_cuda(c.t, prm, c.planes, reinterpret_cast<const double*>(planes),
+                           qstep.data(), reinterpret_cast<double*>(recon),
+                           reinterpret_cast<double*>(yhat), reinterpret_cast<double*>(cost),
+                           reinterpret_cast<void*>(stream));
+      },
+      py::arg("planes"), py::arg("p"), py::arg("h"), py::arg("w"), py::arg("qstep"),
+      py::arg("recon"), py::arg("yhat"), py::arg("cost"), py::arg("transform"),
+      py::arg("pred_index"), py::arg("pred_weight"), py::arg("dc_index"), py::arg("ref_source"),
+      py::arg("fronts"), py::arg("front_starts"), py::arg("temperature"), py::arg("terms"),
+      py::arg("stream"),
+      "dbpg_intra_forward on a CUDA device: planes (p, h, w) in, recon, yhat and cost written "
+      "(device addresses).");
+  m.def(
+      "dbpg_intra_backward_cuda",
+      [](uintptr_t planes, int64_t p, int64_t h, int64_t w, const F64& qstep, uintptr_t recon,
+         uintptr_t cost, uintptr_t g_recon, uintptr_t g_yhat, uintptr_t g_planes,
+         uintptr_t g_qstep, const F64& transform, const I32& pred_index,
+         const F64& pred_weight, const I32& dc_index, const I64& ref_source, const I64& fronts,
+         const I64& front_starts, double temperature, int terms, double ref_grad,
+         uintptr_t stream) {
+        if (p < 0 || h < 0 || w < 0) throw std::invalid_argument("plane shape must be >= 0");
+        const Checked c = check(p, h, w, qstep, transform, pred_index, pred_weight, dc_index,
+                                ref_source, fronts, front_starts);
+        const Params prm = params(temperature, terms, ref_grad);
+        py::gil_scoped_release nogil;
+        intra_backward_cuda(c.t, prm, c.planes, reinterpret_cast<const double*>(planes),
+                            qstep.data(), reinterpret_cast<const double*>(recon),
+                            reinterpret_cast<const double*>(cost),
+                            reinterpret_cast<double*>(g_recon),
+                            reinterpret_cast<const double*>(g_yhat),
+                            reinterpret_cast<double*>(g_planes),
+                            reinterpret_cast<double*>(g_qstep), reinterpret_cast<void*>(stream));
+      },
+      py::arg("planes"), py::arg("p"), py::arg("h"), py::arg("w"), py::arg("qstep"),
+      py::arg("recon"), py::arg("cost"), py::arg("g_recon"), py::arg("g_yhat"),
+      py::arg("g_planes"), py::arg("g_qstep"), py::arg("transform"), py::arg("pred_index"),
+      py::arg("pred_weight"), py::arg("dc_index"), py::arg("ref_source"), py::arg("fronts"),
+      py::arg("front_starts"), py::arg("temperature"), py::arg("terms"), py::arg("ref_grad"),
+      py::arg("stream"),
+      "dbpg_intra_backward on a CUDA device (device addresses): g_planes and g_qstep written; "
+      "g_recon is the gradient accumulator and is overwritten.");
+#endif
 }
 
 }  // namespace dbpg

@@ -3,12 +3,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+// The kernels pass 32-byte vectors between inline functions of anonymous namespaces; GCC's
+// note that their ABI differs without AVX concerns no interface outside this file.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gencodec {
 namespace dbpg {
@@ -42,21 +49,25 @@ bool use_avx2() {
 #endif
 
 void intra_forward(const Tables& t, const Params& prm, int64_t planes, const double* x,
-                   const double* qstep, double* recon, double* yhat, double* cost) {
+                   const double* qstep, double* recon, double* yhat, double* cost,
+                   uint8_t* signs) {
 #ifdef GENCODEC_DBPG_AVX2
-  if (use_avx2()) return avx2::forward_all(t, prm, planes, x, qstep, recon, yhat, cost);
+  if (use_avx2()) return avx2::forward_all(t, prm, planes, x, qstep, recon, yhat, cost, signs);
 #endif
-  generic::forward_all(t, prm, planes, x, qstep, recon, yhat, cost);
+  generic::forward_all(t, prm, planes, x, qstep, recon, yhat, cost, signs);
 }
 
 void intra_backward(const Tables& t, const Params& prm, int64_t planes, const double* x,
                     const double* qstep, const double* recon, const double* cost,
-                    const double* g_recon, const double* g_yhat, double* g_x, double* g_qstep) {
+                    const uint8_t* signs, const double* g_recon, const double* g_yhat,
+                    double* g_x, double* g_qstep) {
 #ifdef GENCODEC_DBPG_AVX2
   if (use_avx2())
-    return avx2::backward_all(t, prm, planes, x, qstep, recon, cost, g_recon, g_yhat, g_x, g_qstep);
+    return avx2::backward_all(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat,
+                              g_x, g_qstep);
 #endif
-  generic::backward_all(t, prm, planes, x, qstep, recon, cost, g_recon, g_yhat, g_x, g_qstep);
+  generic::backward_all(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat, g_x,
+                        g_qstep);
 }
 
 }  // namespace dbpg

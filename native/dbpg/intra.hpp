@@ -37,18 +37,26 @@ struct Params {
   double ref_grad = 1.0;     // factor on the gradient into the reference samples
 };
 
-// x: planes * H * W (H = rows*n, W = cols*n); qstep: planes.
-// Outputs recon (planes * H * W), yhat (planes * blocks * n * n) and the mode costs
-// (planes * blocks * kModes, for the backward).
-void intra_forward(const Tables& t, const Params& prm, int64_t planes, const double* x,
-                   const double* qstep, double* recon, double* yhat, double* cost);
+// Bytes per block of the mode-cost signs intra_forward keeps for the backward: for each
+// mode, two bit masks (coefficient > 0, coefficient < 0) of the n*n coefficients of its
+// transformed residual.
+constexpr int64_t sign_bytes(int n) { return static_cast<int64_t>(kModes) * 2 * (n * n / 8); }
 
-// Gradients of a scalar loss given recon and cost from intra_forward, g_recon (like
-// recon) and g_yhat (like yhat):
-// g_x (like x) and g_qstep (planes).
+// x: planes * H * W (H = rows*n, W = cols*n); qstep: planes.
+// Outputs recon (planes * H * W), yhat (planes * blocks * n * n), the mode costs
+// (planes * blocks * kModes) and their coefficients' signs (planes * blocks *
+// sign_bytes(n)), both for the backward.
+// Throws std::invalid_argument when the prediction tables are not HEVC's.
+void intra_forward(const Tables& t, const Params& prm, int64_t planes, const double* x,
+                   const double* qstep, double* recon, double* yhat, double* cost,
+                   uint8_t* signs);
+
+// Gradients of a scalar loss given recon, cost and signs from intra_forward, g_recon
+// (like recon) and g_yhat (like yhat): g_x (like x) and g_qstep (planes).
 void intra_backward(const Tables& t, const Params& prm, int64_t planes, const double* x,
                     const double* qstep, const double* recon, const double* cost,
-                    const double* g_recon, const double* g_yhat, double* g_x, double* g_qstep);
+                    const uint8_t* signs, const double* g_recon, const double* g_yhat,
+                    double* g_x, double* g_qstep);
 
 }  // namespace dbpg
 }  // namespace gencodec

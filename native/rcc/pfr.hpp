@@ -72,9 +72,16 @@ struct ScoreArgs {
 // lane count (candidates scored together), and candidates >= K are skipped. One
 // variant per instruction set, all producing the same bits.
 using ScoreFn = void (*)(const ScoreArgs& a, uint64_t j_begin, uint64_t j_end, Best& best);
+// The normals of blocks first ... first + count - 1 (normal_block) into out[0 .. 4 count).
+using NormalsFn = void (*)(Key key, uint64_t first, int64_t count, float* out);
+// The Philox words of blocks first ... first + count - 1 of a domain into
+// out[0 .. 4 count) (philox_block).
+using WordsFn = void (*)(Key key, uint32_t domain, uint64_t first, int64_t count, uint32_t* out);
 struct CpuKernel {
   const char* name;
   ScoreFn score;
+  NormalsFn normals;
+  WordsFn words;
   int lanes;
 };
 extern const CpuKernel kKernelGeneric, kKernelAvx2, kKernelAvx512;
@@ -87,6 +94,9 @@ std::vector<uint64_t> arrival_times(Key key, uint64_t K);
 
 // The normals at counters start ... start + count - 1.
 void normals_cpu(Key key, uint64_t start, int64_t count, float* out);
+// The same on the calling thread with a given kernel (buffer: scratch space).
+void normals_range(const CpuKernel& kernel, Key key, uint64_t start, int64_t count, float* out,
+                   std::vector<float>& buffer);
 
 // Encoder: the selected index (in [0, 2^k)).
 uint64_t pfr_encode_cpu(const ChunkCoeffs& cf, Key key, int k);
@@ -161,8 +171,8 @@ std::string check_step(const StepGaussians& g, bool scoring, int threads);
 std::string check_prior(Values mu_p, Values s_p, int64_t n, int threads);
 
 // KL(q || p) in bits, summed in blocks of a fixed size in a fixed order (the same
-// value for every thread count).
-double kl_bits(const StepGaussians& g, int threads);
+// value for every thread count), and check_step's problem found in the same pass.
+double kl_bits(const StepGaussians& g, bool scoring, int threads, std::string& problem);
 
 StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int threads);
 

@@ -97,18 +97,29 @@ void arrival_times_serial(Key key, uint64_t K, uint64_t* out) {
   prefix_sums(K, out);
 }
 
-void normals_cpu(Key key, uint64_t start, int64_t count, float* out) {
+void normals_range(const CpuKernel& kernel, Key key, uint64_t start, int64_t count, float* out,
+                   std::vector<float>& buffer) {
   if (count <= 0) return;
   const uint64_t first = start >> 2, last = (start + static_cast<uint64_t>(count) - 1) >> 2;
   const int64_t blocks = static_cast<int64_t>(last - first + 1);
-#pragma omp parallel for schedule(static) if (blocks > 65536)
-  for (int64_t q = 0; q < blocks; ++q) {
-    const uint64_t blk = first + static_cast<uint64_t>(q);
-    float n[4];
-    normal_block(blk, key, n[0], n[1], n[2], n[3]);
-    for (int r = 0; r < 4; ++r) {
-      const uint64_t idx = 4 * blk + r;
-      if (idx >= start && idx - start < static_cast<uint64_t>(count)) out[idx - start] = n[r];
+  buffer.resize(static_cast<size_t>(4 * blocks));
+  kernel.normals(key, first, blocks, buffer.data());
+  std::copy_n(buffer.data() + (start - 4 * first), count, out);
+}
+
+void normals_cpu(Key key, uint64_t start, int64_t count, float* out) {
+  if (count <= 0) return;
+  const CpuKernel& kernel = select_cpu_kernel();
+  constexpr int64_t kPiece = 1 << 16;  // normals per piece (pieces in parallel)
+  const int64_t pieces = (count + kPiece - 1) / kPiece;
+#pragma omp parallel if (pieces > 1)
+  {
+    std::vector<float> buffer;
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t n = std::min(kPiece, count - p * kPiece);
+      normals_range(kernel, key, start + static_cast<uint64_t>(p * kPiece), n, out + p * kPiece,
+                    buffer);
     }
   }
 }
@@ -172,19 +183,17 @@ static void permutation_into(int64_t n, uint64_t seed, uint64_t step, T* p) {
   // swaps can prefetch the random positions they will touch.
   constexpr int64_t kBatch = 512, kAhead = 16;
   const int64_t draws = n - 1;
+  const CpuKernel& kernel = select_cpu_kernel();
   T js[kBatch];
+  uint32_t w[2 * kBatch];  // the words of the batch's kBatch / 2 blocks
   for (int64_t m0 = 0; m0 < draws; m0 += kBatch) {
     const int64_t count = std::min(kBatch, draws - m0);
-    for (int64_t q = 0; q < count; q += 2) {
-      uint32_t w[4];
-      philox_block(static_cast<uint64_t>(m0 + q) >> 1, kDomainPermutation, key, w[0], w[1], w[2],
-                   w[3]);
-      for (int h = 0; h < 2 && q + h < count; ++h) {
-        const uint64_t r = static_cast<uint64_t>(w[2 * h]) |
-                           (static_cast<uint64_t>(w[2 * h + 1]) << 32);
-        const uint64_t bound = static_cast<uint64_t>(n - (m0 + q + h));  // i + 1
-        js[q + h] = static_cast<T>((static_cast<unsigned __int128>(r) * bound) >> 64);
-      }
+    kernel.words(key, kDomainPermutation, static_cast<uint64_t>(m0) >> 1, (count + 1) / 2, w);
+    for (int64_t q = 0; q < count; ++q) {
+      const uint64_t r =
+          static_cast<uint64_t>(w[2 * q]) | (static_cast<uint64_t>(w[2 * q + 1]) << 32);
+      const uint64_t bound = static_cast<uint64_t>(n - (m0 + q));  // i + 1
+      js[q] = static_cast<T>((static_cast<unsigned __int128>(r) * bound) >> 64);
     }
     for (int64_t q = 0; q < count; ++q) {
       if (q + kAhead < count) __builtin_prefetch(p + js[q + kAhead], 1);

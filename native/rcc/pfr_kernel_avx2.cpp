@@ -29,7 +29,7 @@ inline __m256i pack_low(__m256i a, __m256i b) {
 }
 
 inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0, uint32_t* w1,
-                         uint32_t* w2, uint32_t* w3) {
+                         uint32_t* w2, uint32_t* w3, uint32_t domain = kDomainNormal) {
   static_assert(kKernelLanes % (4 * kChains) == 0, "lanes come in groups of 4 * kChains");
   const __m256i m0 = _mm256_set1_epi64x(0xD2511F53), m1 = _mm256_set1_epi64x(0xCD9E8D57);
   const __m256i tt = _mm256_set1_epi64x(static_cast<long long>(t));
@@ -39,7 +39,7 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
       c0[v] = _mm256_add_epi64(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g + 4 * v)), tt);
       c1[v] = _mm256_srli_epi64(c0[v], 32);
-      c2[v] = _mm256_set1_epi64x(kDomainNormal);
+      c2[v] = _mm256_set1_epi64x(domain);
       c3[v] = _mm256_setzero_si256();
     }
     uint32_t k0 = key.k0, k1 = key.k1;

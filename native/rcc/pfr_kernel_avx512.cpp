@@ -27,12 +27,12 @@ constexpr int kKernelLanes = 64;  // candidates scored together (tuned per ISA)
 // parallelism for the 10-round dependency chain).
 constexpr int kChains = 4;
 
-inline void philox_chains(const __m512i* x, Key key, __m512i (*c)[4]) {
+inline void philox_chains(const __m512i* x, Key key, uint32_t domain, __m512i (*c)[4]) {
   const __m512i m0 = _mm512_set1_epi64(0xD2511F53), m1 = _mm512_set1_epi64(0xCD9E8D57);
   for (int v = 0; v < kChains; ++v) {
     c[v][0] = x[v];
     c[v][1] = _mm512_srli_epi64(x[v], 32);
-    c[v][2] = _mm512_set1_epi64(kDomainNormal);
+    c[v][2] = _mm512_set1_epi64(domain);
     c[v][3] = _mm512_setzero_si512();
   }
   uint32_t k0 = key.k0, k1 = key.k1;
@@ -58,7 +58,7 @@ inline void philox_chains(const __m512i* x, Key key, __m512i (*c)[4]) {
 
 // Words of blocks blk[l] + t for all lanes, packed back to 32-bit lanes.
 inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0, uint32_t* w1,
-                         uint32_t* w2, uint32_t* w3) {
+                         uint32_t* w2, uint32_t* w3, uint32_t domain = kDomainNormal) {
   static_assert(kKernelLanes % (8 * kChains) == 0, "lanes come in groups of 8 * kChains");
   const __m512i tt = _mm512_set1_epi64(static_cast<long long>(t));
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -67,7 +67,7 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
     __m512i x[kChains], c[kChains][4];
     for (int v = 0; v < kChains; ++v)
       x[v] = _mm512_add_epi64(_mm512_loadu_si512(blk + g + 8 * v), tt);
-    philox_chains(x, key, c);
+    philox_chains(x, key, domain, c);
     for (int v = 0; v < kChains; v += 2) {
       for (int i = 0; i < 4; ++i) {
         _mm512_storeu_si512(w[i] + g + 8 * v,

@@ -82,14 +82,16 @@ std::string check_prior(Values mu_p, Values s_p, int64_t n, int threads) {
                             : value_problem("sigma_p", i, s_p[i], true);
 }
 
-std::string check_step(const StepGaussians& g, bool scoring, int threads) {
-  // One pass over everything; the message names the first index with a problem.
-  const int64_t i = first_bad(g.n, threads, [&](int64_t j) {
-    const double mq = g.mu_q[j], sq = g.s_q[j], mp = g.mu_p[j], sp = g.s_p[j];
-    return bad_value(mq) || bad_sigma(sq) || bad_value(mp) || bad_sigma(sp) ||
-           (scoring && bad_score(mq, sq, mp, sp));
-  });
-  if (i < 0) return "";
+namespace {
+
+bool bad_step_value(const StepGaussians& g, bool scoring, int64_t j) {
+  const double mq = g.mu_q[j], sq = g.s_q[j], mp = g.mu_p[j], sp = g.s_p[j];
+  return bad_value(mq) || bad_sigma(sq) || bad_value(mp) || bad_sigma(sp) ||
+         (scoring && bad_score(mq, sq, mp, sp));
+}
+
+// The message of the problem at index i (bad_step_value(g, scoring, i) holds).
+std::string step_problem(const StepGaussians& g, int64_t i) {
   if (bad_value(g.mu_q[i])) return value_problem("mu_q", i, g.mu_q[i], false);
   if (bad_sigma(g.s_q[i])) return value_problem("sigma_q", i, g.s_q[i], true);
   if (bad_value(g.mu_p[i])) return value_problem("mu_p", i, g.mu_p[i], false);
@@ -97,24 +99,51 @@ std::string check_step(const StepGaussians& g, bool scoring, int threads) {
   return "q is too far from p to score PFR candidates in float32 at index " + std::to_string(i);
 }
 
-double kl_bits(const StepGaussians& g, int threads) {
+}  // namespace
+
+std::string check_step(const StepGaussians& g, bool scoring, int threads) {
+  // One pass over everything; the message names the first index with a problem.
+  const int64_t i =
+      first_bad(g.n, threads, [&](int64_t j) { return bad_step_value(g, scoring, j); });
+  return i < 0 ? "" : step_problem(g, i);
+}
+
+double kl_bits(const StepGaussians& g, bool scoring, int threads, std::string& problem) {
   // Per dimension (r^2 - 1 - 2 log r + d^2) / (2 log 2), r = s_q / s_p, d = (mu_q -
   // mu_p) / s_p, with x = r - 1 formed without cancellation and log r = log1p(x) near
-  // r = 1 (the formula of gencodec.rcc._kl_bits_per_dim).
+  // r = 1 (the formula of gencodec.rcc._kl_bits_per_dim). The checks of check_step run
+  // in the same pass, block by block. The sigma term is reused while (s_q, s_p) repeat
+  // (DiffC's sigmas are one value per step): the same operations on the same values.
   const int64_t blocks = (g.n + kBlock - 1) / kBlock;
   std::vector<double> partial(static_cast<size_t>(blocks));
+  int64_t first = -1;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team(threads)) if (blocks > 1)
   for (int64_t q = 0; q < blocks; ++q) {
-    double sum = 0.0;
+    double sum = 0.0, last_sq = 0.0, last_sp = 0.0, sigma_term = 0.0;
+    bool any = false;
     const int64_t end = std::min(g.n, (q + 1) * kBlock);
     for (int64_t i = q * kBlock; i < end; ++i) {
+      any |= bad_step_value(g, scoring, i);
       const double sq = g.s_q[i], sp = g.s_p[i];
-      const double x = (sq - sp) / sp, d = (g.mu_q[i] - g.mu_p[i]) / sp;
-      const double log_r = x > -0.5 ? std::log1p(x) : std::log(sq) - std::log(sp);
-      sum += (0.5 * (x * (2.0 + x) - 2.0 * log_r) + 0.5 * d * d) / 0.6931471805599453;
+      if (i == q * kBlock || !(sq == last_sq && sp == last_sp)) {
+        const double x = (sq - sp) / sp;
+        const double log_r = x > -0.5 ? std::log1p(x) : std::log(sq) - std::log(sp);
+        sigma_term = 0.5 * (x * (2.0 + x) - 2.0 * log_r);
+        last_sq = sq;
+        last_sp = sp;
+      }
+      const double d = (g.mu_q[i] - g.mu_p[i]) / sp;
+      sum += (sigma_term + 0.5 * d * d) / 0.6931471805599453;
     }
     partial[static_cast<size_t>(q)] = sum;
+    if (any) {
+      int64_t i = q * kBlock;
+      while (!bad_step_value(g, scoring, i)) ++i;
+#pragma omp critical(gencodec_rcc_first_bad)
+      if (first < 0 || i < first) first = i;
+    }
   }
+  problem = first < 0 ? "" : step_problem(g, first);
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
@@ -148,22 +177,17 @@ StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int thr
 
 void step_samples(const StepChunks& chunks, Values mu_p, Values s_p, uint64_t seed, uint64_t step,
                   const uint32_t* indices, int threads, float* sample) {
+  const CpuKernel& kernel = select_cpu_kernel();
 #pragma omp parallel num_threads(team(threads)) if (chunks.n_dims > kBlock)
   {
-    std::vector<float> n;
+    std::vector<float> buffer, z;
 #pragma omp for schedule(dynamic, 16)
     for (int64_t c = 0; c < chunks.n_chunks; ++c) {
       const int64_t s = chunks.start(c), d = chunks.dims(c);
       const Key key = split_key(derive_key(seed, step, static_cast<uint64_t>(c)));
-      // Normals index * d ... index * d + d - 1 (normals_cpu on this thread).
-      const uint64_t first = static_cast<uint64_t>(indices[c]) * static_cast<uint64_t>(d);
-      const uint64_t b0 = first >> 2, b1 = (first + static_cast<uint64_t>(d) - 1) >> 2;
-      n.resize(static_cast<size_t>(4 * (b1 - b0 + 1)));
-      for (uint64_t blk = b0; blk <= b1; ++blk) {
-        float* o = n.data() + 4 * (blk - b0);
-        normal_block(blk, key, o[0], o[1], o[2], o[3]);
-      }
-      const float* z = n.data() + (first - 4 * b0);
+      z.resize(static_cast<size_t>(d));  // normals index * d ... index * d + d - 1
+      normals_range(kernel, key, static_cast<uint64_t>(indices[c]) * static_cast<uint64_t>(d), d,
+                    z.data(), buffer);
       for (int64_t i = 0; i < d; ++i) {  // the arithmetic of candidate_sample
         const int64_t x = chunks.perm[static_cast<size_t>(s + i)];
         sample[x] = static_cast<float>(mu_p[x] + s_p[x] * static_cast<double>(z[i]));

@@ -88,8 +88,9 @@ py::array_t<float> sample_of(const double* mu_p, const double* s_p, int64_t d, K
 
 // A step's array: 1-D, C-contiguous float32 or float64 of length n (n < 0: any).
 Values step_values(const py::array& a, const char* name, int64_t n) {
-  const bool f32 = a.dtype().is(py::dtype::of<float>());
-  if (!(f32 || a.dtype().is(py::dtype::of<double>())) || a.ndim() != 1 ||
+  // dtype equality, not identity: unpickled arrays carry their own dtype objects.
+  const bool f32 = a.dtype().equal(py::dtype::of<float>());
+  if (!(f32 || a.dtype().equal(py::dtype::of<double>())) || a.ndim() != 1 ||
       !(a.flags() & py::array::c_style) || (n >= 0 && a.shape(0) != n)) {
     throw std::invalid_argument(std::string(name) + " must be a 1-D contiguous float32 or " +
                                 "float64 array" + (n >= 0 ? " of length " + std::to_string(n) : ""));
@@ -224,8 +225,10 @@ void register_bindings(py::module_& m) {
          bool scoring, int threads) {
         const StepGaussians g = step_gaussians(mu_q, s_q, mu_p, s_p);
         py::gil_scoped_release nogil;
-        throw_if(check_step(g, scoring, threads));
-        return kl_bits(g, threads);
+        std::string problem;
+        const double kl = kl_bits(g, scoring, threads, problem);
+        throw_if(problem);
+        return kl;
       },
       py::arg("mu_q"), py::arg("sigma_q"), py::arg("mu_p"), py::arg("sigma_p"),
       py::arg("scoring") = false, py::arg("threads") = 0,
@@ -277,7 +280,7 @@ void register_bindings(py::module_& m) {
         if (n < 1) throw std::invalid_argument("mu_p must have at least 1 value");
         const Values sp = step_values(s_p, "sigma_p", n);
         check_chunk_bits(k);
-        if (!indices.dtype().is(py::dtype::of<uint32_t>()) || indices.ndim() != 1 ||
+        if (!indices.dtype().equal(py::dtype::of<uint32_t>()) || indices.ndim() != 1 ||
             !(indices.flags() & py::array::c_style)) {
           throw std::invalid_argument("indices must be a 1-D contiguous uint32 array");
         }

@@ -144,6 +144,44 @@ def test_normals_are_counter_addressed():
         )
 
 
+def _kernels() -> list[str]:
+    return {"avx512": ["generic", "avx2", "avx512"], "avx2": ["generic", "avx2"]}.get(
+        rcc.cpu_kernel(), ["generic"]
+    )
+
+
+# Counts below, at and above a lane group, and above the 2^16 normals of one parallel
+# piece; starts inside a block and past 2^32 blocks.
+NORMAL_RANGES = [(0, 1), (1, 3), (6, 129), (2**34 + 3, 1000), (5, 70_001), (0, 2 * 65_536 + 7)]
+
+
+@pytest.mark.parametrize("start,count", NORMAL_RANGES)
+def test_normals_agree_across_kernels_and_ranges(start, count, monkeypatch):
+    got = []
+    for kernel in _kernels():
+        monkeypatch.setenv("GENCODEC_RCC_KERNEL", kernel)
+        got.append(rcc.philox_normals(9, 4, 1, start, count).view(np.uint32))
+        # the same counters drawn in two pieces
+        cut = count // 3
+        parts = [
+            rcc.philox_normals(9, 4, 1, start, cut),
+            rcc.philox_normals(9, 4, 1, start + cut, count - cut),
+        ]
+        np.testing.assert_array_equal(np.concatenate(parts).view(np.uint32), got[-1])
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+
+
+def test_permutation_agrees_across_kernels(monkeypatch):
+    got = []
+    for kernel in _kernels():
+        monkeypatch.setenv("GENCODEC_RCC_KERNEL", kernel)
+        got.append([rcc.permutation(n, 11, 2) for n in (1, 2, 3, 513, 1025, 100_003)])
+    for other in got[1:]:
+        for a, b in zip(other, got[0]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_exponentials_are_exp1():
     t = _native.rcc_arrival_times(3, 1, 4, 16).astype(np.float64) / 2.0**32
     e = np.diff(np.concatenate([[0.0], t]))

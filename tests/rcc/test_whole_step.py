@@ -4,6 +4,8 @@ counts, thread counts and kernels, and its own error paths."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -90,6 +92,38 @@ def test_kl_is_the_numpy_formula_and_independent_of_threads():
     got = {_native.rcc_kl_bits(mu_q, sigma_q, mu_p, sigma_p, threads=t) for t in (1, 2, 5)}
     assert len(got) == 1
     assert got.pop() == pytest.approx(want, rel=1e-12)
+
+
+def test_kl_with_repeated_sigmas_is_the_numpy_formula():
+    # DiffC's sigmas are one value per step (the native sum reuses the sigma term while
+    # the pair repeats); runs of repeats, changes and a float32 input.
+    n = 70_001
+    mu_q, _, mu_p, _ = _step(n, seed=9, kl_per_dim=0.05, dtype=np.float64)
+    runs = np.repeat(np.array([0.9, 0.7, 0.9, 1.3]), [30_000, 1, 20_000, 20_000])
+    for sigma_q, sigma_p in [
+        (np.full(n, 0.8), np.full(n, 1.1)),
+        (runs, np.full(n, 1.0)),
+        (runs.astype(np.float32), runs[::-1].copy()),
+    ]:
+        want = rcc._kl_bits_per_dim(mu_q, sigma_q.astype(np.float64), mu_p, sigma_p).sum()
+        got = {_native.rcc_kl_bits(mu_q, sigma_q, mu_p, sigma_p, threads=t) for t in (1, 2, 3)}
+        assert len(got) == 1
+        assert got.pop() == pytest.approx(want, rel=1e-12)
+
+
+def test_unpickled_arrays_are_accepted():
+    # Unpickled arrays carry dtype objects of their own (equal to, not the same as,
+    # numpy's); the native layer compares dtypes by equality.
+    args = _step(999, seed=8)
+    code, z = rcc.encode_step(*args, seed=5, step=2, chunk_bits=8, n_chunks=30)
+    copies = [pickle.loads(pickle.dumps(a)) for a in args]
+    assert copies[0].dtype is not np.dtype(np.float32)  # what the test is about
+    got, z2 = rcc.encode_step(*copies, seed=5, step=2, chunk_bits=8, n_chunks=30)
+    assert got == code
+    np.testing.assert_array_equal(_bits(z2), _bits(z))
+    idx = pickle.loads(pickle.dumps(code.indices.copy()))
+    back = _native.rcc_decode_step(copies[2], copies[3], idx, 5, 2, 8)
+    np.testing.assert_array_equal(_bits(back), _bits(z))
 
 
 def test_instruction_sets_agree_on_a_step(monkeypatch):

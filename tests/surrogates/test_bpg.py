@@ -82,8 +82,10 @@ def test_sizes_not_a_multiple_of_the_block_are_padded(photo_crops):
 def test_444_option_codes_full_resolution_chroma(photo_crops):
     x = photo_crops[:1, :, :32, :32]
     s = dbpg.BpgSurrogate(8, "4:4:4", backend="torch", rate_model=BpgRateModel(8, "444"))
-    x_hat, yl, yc, _, qpc = s.code(x, 30)
-    assert yc.shape == (1, 2, 16, 8, 8) and float(qpc) == 30.0  # 4:4:4 keeps the luma QP
+    x_hat, yl, yc, qp, qpc = s.code(x, 30)
+    assert yc.shape == (1, 2, 16, 8, 8) and float(qp) == 27.0
+    assert float(qpc) == 33.0  # 4:4:4: the luma QP + x265's chroma offset 6
+    assert float(s.code(x, 50)[4]) == 51.0
     s420 = dbpg.BpgSurrogate(8, backend="torch", rate_model=BpgRateModel(8))
     assert s420.code(x, 30)[2].shape == (1, 2, 16, 4, 4)
 
@@ -95,6 +97,74 @@ def test_colour_is_full_range_bt601():
     torch.testing.assert_close(ycc[0, 1:, 3, 0], torch.tensor([128.0, 128.0]))  # white is grey
     back = dbpg.ycbcr_to_rgb(ycc)
     torch.testing.assert_close(back, rgb.reshape(1, 3, 4, 1), rtol=0, atol=1e-3)
+
+
+def swscale_planes(image: np.ndarray, pix_fmt: str):
+    """The codec's own conversion (PyAV / swscale, full-range BT.601): the frame and its
+    Y, Cb, Cr planes as float arrays."""
+    import av
+
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    frame = frame.reformat(format=pix_fmt, dst_colorspace="ITU601", dst_color_range="JPEG")
+    return frame, [np.frombuffer(bytes(p), np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                   .astype(np.float64) for p in frame.planes]
+
+
+@pytest.mark.parametrize("chroma", ["420", "444"])
+def test_chroma_planes_follow_the_codecs_conversion(chroma, skimage_photos):
+    image = np.array(skimage_photos["astronaut"][100:228, 150:278])
+    _, planes = swscale_planes(image, f"yuv{chroma}p")
+    ycc = dbpg.rgb_to_ycbcr(torch.from_numpy(image).permute(2, 0, 1)[None].double())[0]
+    cbcr = dbpg.swscale_chroma_420(ycc[1:]) if chroma == "420" else ycc[1:]
+    diff = np.stack(planes[1:]) - (cbcr + dbpg.SWSCALE_CHROMA_BIAS[chroma]).numpy()
+    assert abs(diff.mean()) < 0.1 and np.abs(diff).max() < 1.0  # swscale's 8-bit rounding
+    luma = np.abs(planes[0] - ycc[0].numpy())
+    assert luma.mean() < 0.3 and luma.max() < 1.0
+
+
+def test_decoding_follows_the_codecs_conversion(skimage_photos):
+    frame, planes = swscale_planes(skimage_photos["coffee"][50:178, 200:328], "yuv420p")
+    rgb = frame.reformat(format="rgb24", src_colorspace="ITU601",
+                         src_color_range="JPEG").to_ndarray().astype(np.float64)
+    s = dbpg.BpgSurrogate(backend="torch")
+    ours = s.decode_colour(torch.from_numpy(planes[0])[None],
+                           torch.from_numpy(np.stack(planes[1:]))[None]).clamp(0, 255)
+    diff = rgb - ours[0].permute(1, 2, 0).numpy()
+    assert np.abs(diff.reshape(-1, 3).mean(0)).max() < 0.2 and np.abs(diff).max() < 1.5
+
+
+def test_x265_qps_are_those_the_surrogate_codes_at(skimage_photos):
+    from gencodec.codecs_ext import _hevc
+
+    image = np.ascontiguousarray(skimage_photos["chelsea"][:64, :64])
+    streams = [_hevc.encode_frames([image], 64, 64, pix_fmt="yuv420p", colour=_hevc.FULL_RANGE_601,
+                                   x265_params={"keyint": 1, **params})
+               for params in ({"qp": 30}, {"qp": 27, "ipratio": 1.0}, {"qp": 28, "ipratio": 1.0})]
+    assert streams[0] == streams[1] != streams[2]
+    # 4:4:4: x265 signals a chroma QP offset of 6 (dbpg.CHROMA_QP_OFFSET)
+    streams = [_hevc.encode_frames([image], 64, 64, pix_fmt="yuv444p", colour=_hevc.FULL_RANGE_601,
+                                   x265_params={"keyint": 1, "qp": 30, **params})
+               for params in ({}, {"cbqpoffs": 6, "crqpoffs": 6}, {"cbqpoffs": 5, "crqpoffs": 5})]
+    assert streams[0] == streams[1] != streams[2]
+    qp = torch.tensor([0.0, 2.0, 3.0, 30.0, 30.5, 51.0])
+    assert dbpg.coded_qp(qp).tolist() == [0.0, 0.0, 0.0, 27.0, 27.5, 48.0]
+
+
+@pytest.mark.parametrize("chroma,qp", [("420", 22), ("420", 47), ("444", 32)])
+def test_reconstruction_psnr_is_close_to_the_real_codec(chroma, qp, skimage_photos):
+    from gencodec.codecs_ext import get_codec
+    from gencodec.eval.metrics import psnr
+
+    crops = [skimage_photos[name][y:y + 128, x:x + 128] for name, y, x in
+             (("astronaut", 20, 200), ("coffee", 200, 300), ("chelsea", 100, 150),
+              ("rocket", 200, 250))]
+    codec = get_codec("bpg", chroma=chroma)
+    real = [psnr(c, codec.decode(codec.encode(c, qp))) for c in crops]
+    surrogate = dbpg.BpgSurrogate(chroma=chroma, rate_model=BpgRateModel(16, chroma))
+    with torch.no_grad():
+        x_hat = surrogate.code(as_batch(*crops), qp)[0]
+    ours = [psnr(c, np.asarray(255.0 * x.permute(1, 2, 0))) for c, x in zip(crops, x_hat)]
+    assert abs(np.mean(ours) - np.mean(real)) < 1.0, (ours, real)
 
 
 def test_chroma_qp_follows_hevc_table():

@@ -336,3 +336,9 @@ def test_native_rejects_bad_tables():
         _native.dbpg_intra_forward(x, q, *bad, 1.0, 4)
     with pytest.raises(ValueError, match="temperature"):
         _native.dbpg_intra_forward(x, q, *args, -1.0, 4)
+    for table, entry in ((1, (5, 3, 0)), (2, (20, 9, 1))):  # an index, then a weight
+        bad = args.copy()
+        bad[table] = args[table].copy()
+        bad[table][entry] += 1
+        with pytest.raises(ValueError, match=f"angular mode {entry[0]}"):
+            _native.dbpg_intra_forward(x, q, *bad, 1.0, 4)

@@ -13,41 +13,25 @@ skipped and failed (with their errors), bytes in and out, mean bpp, wall time.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from gencodec import __version__
+from gencodec import __version__, locking
 from gencodec.batch.item import (DONE, FAILED, SKIPPED, ItemResult, check_made, outcome,
                                  remove_temporaries)
 from gencodec.batch.manifest import Item
-from gencodec.errors import InputError
 
 
-@contextlib.contextmanager
 def job_lock(summary: Path):
     """One run per job at a time (its workers would remove each other's temporary
-    files). The lock (``flock``) goes with the process, a killed run included."""
-    lock = summary.with_name(f".{summary.name}.lock")
-    try:
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise InputError(f"{summary}: cannot write the summary there: "
-                         f"{exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{summary}: another gencodec batch is running this job; "
-                             "wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    files)."""
+    return locking.held(summary.with_name(f".{summary.name}.lock"),
+                        busy=f"{summary}: another gencodec batch is running this job; "
+                             "wait for it to finish",
+                        unwritable=f"{summary}: cannot write the summary there")
 
 
 def summarize(items: list[Item], results: dict[int, ItemResult], *, executor: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 #: Trainer modules under gencodec.cli, in the order ``gencodec train --help`` lists them.
-TRAINERS: tuple[str, ...] = ("train_rp", "train_distill")
+TRAINERS: tuple[str, ...] = ("train_rp", "train_distill", "train_osdiff")
 
 
 def register(sub) -> None:

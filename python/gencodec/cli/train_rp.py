@@ -59,6 +59,10 @@ def register(sub) -> None:
                    help=f"weight of the perceptual term (default {_D.w_p:g})")
     g.add_argument("--rate-scale", type=float, default=_D.rate_scale,
                    help="factor on lambda(QP) (default 1: the paper's schedule)")
+    g.add_argument("--terms", type=int, default=_D.terms,
+                   help=f"Fourier terms of the surrogate's rounding (default {_D.terms}: "
+                        "more make the distortion's gradient spikier; see "
+                        "gencodec.train.rp_config.TRAIN_TERMS)")
     g.add_argument("--perceptual", choices=("auto", "dists", "dss"), default=_D.perceptual,
                    help="perceptual loss: DISTS when its weights are found (auto), else DSS")
     g.add_argument("--weights-dir", help="folder with the DISTS weight files")
@@ -94,6 +98,7 @@ def run(args) -> int:
         steps=args.steps, batch=args.batch, crop=args.crop, patch=args.patch,
         jnd_threshold=args.jnd_threshold, candidates_per_image=args.candidates, lr=args.lr,
         lr_min=args.lr_min, warmup=args.warmup, w_p=args.w_p, rate_scale=args.rate_scale,
+        terms=args.terms,
         quality_lo=lo, quality_hi=hi, perceptual=args.perceptual, weights_dir=args.weights_dir,
         seed=args.seed, log_every=args.log_every, ckpt_every=args.ckpt_every,
         val_every=args.val_every, val_side=args.val_side,

@@ -32,9 +32,7 @@ preprocessor; a point already on disk with every metric of the run is not recomp
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -46,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gencodec import locking
 from gencodec.codecs_ext import bits_per_pixel, get_codec
 from gencodec.errors import GencodecError, InputError
 from gencodec.eval.images import ImageSource
@@ -303,25 +302,14 @@ def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, lis
     return out
 
 
-@contextlib.contextmanager
 def exclusive(out: Path):
     """Hold the results folder for one run: a second ``gencodec eval`` into the same
     ``--out`` would delete the first one's temporary files and replace its run.json, so
-    it is refused. The lock (``flock``) goes with the process, a killed run included."""
-    try:
-        fd = os.open(out / ".gencodec-eval.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise GencodecError(f"{out}: cannot write in the results folder: "
-                            f"{exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{out}: another gencodec eval is writing to this folder; "
-                             "wait for it to finish or pick another --out") from None
-        yield
-    finally:
-        os.close(fd)
+    it is refused."""
+    return locking.held(out / ".gencodec-eval.lock",
+                        busy=f"{out}: another gencodec eval is writing to this folder; "
+                             "wait for it to finish or pick another --out",
+                        unwritable=f"{out}: cannot write in the results folder")
 
 
 def configuration(run: dict) -> dict:

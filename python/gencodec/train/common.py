@@ -178,6 +178,34 @@ class CsvLog:
             return list(csv.DictReader(f))
 
 
+def checkpoint_to_resume(directory: str | os.PathLike, *, resume: bool, force: bool,
+                         dist: "DistInfo") -> Path | None:
+    """The checkpoint a run continues from: with ``resume`` the newest in ``directory``
+    (None if there is none); else None, a new run, which needs ``force`` where
+    ``directory`` holds checkpoints (the main process removes them: a later ``--resume``
+    must not pick up the old run's)."""
+    from gencodec.errors import InputError
+
+    directory = Path(directory)
+    found = latest_checkpoint(directory)
+    if found is not None and not (resume or force):
+        raise InputError(f"{directory}: holds checkpoints; pass --resume to continue the "
+                         "run or --force to start again")
+    if resume:
+        return found
+    if dist.is_main and directory.is_dir():
+        prune_checkpoints(directory, 0)
+    return None
+
+
+def mean_over_ranks(values: torch.Tensor, dist: "DistInfo") -> torch.Tensor:
+    """``values`` averaged over the DDP processes (itself in a single process)."""
+    if dist.distributed:
+        torch.distributed.all_reduce(values)
+        values /= dist.world_size
+    return values
+
+
 def plot_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike,
                 columns: Iterable[str], title: str = "", log_y: bool = True) -> Path:
     """Plot ``columns`` of a :class:`CsvLog` file against ``step`` (one panel each,

@@ -272,12 +272,8 @@ def train(cfg: DistillConfig, stream=None):
         if cfg.cid.global_batch % dist.world_size:
             raise InputError(f"batch {cfg.cid.global_batch} does not split over "
                              f"{dist.world_size} processes")
-        resume_from = common.latest_checkpoint(ckdir)
-        if resume_from is not None and not (cfg.resume or cfg.force):
-            raise InputError(f"{ckdir}: holds checkpoints; pass --resume to continue the run "
-                             "or --force to start again")
-        if not cfg.resume:
-            resume_from = None
+        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
+                                                  dist=dist)
         common.seed_everything(cfg.cid.seed)
         sampler = CropSampler(cfg.train, cfg.size, cfg.cid.seed)
         teacher = load_teacher(cfg.teacher)
@@ -315,9 +311,7 @@ def train(cfg: DistillConfig, stream=None):
                 z_h = encode_latents(vae, x.to(dist.device)).float()
             logs = trainer.train_step(z_h)
             values = torch.tensor([logs[k] for k in LOG_COLUMNS], dtype=torch.float64)
-            if dist.distributed:
-                torch.distributed.all_reduce(values)
-                values /= dist.world_size
+            values = common.mean_over_ranks(values, dist)
             done = trainer.step
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:

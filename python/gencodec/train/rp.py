@@ -305,7 +305,7 @@ def validate(model: FrameModel, images: list[tuple[str, np.ndarray]], codec_name
 def _check_config(cfg: RPConfig) -> None:
     if cfg.codec not in ("bpg", "jpeg"):
         raise InputError(f"codec must be bpg or jpeg (the surrogates), got {cfg.codec!r}")
-    for name in ("steps", "batch", "crop", "log_every", "ckpt_every", "val_every"):
+    for name in ("steps", "batch", "crop", "log_every", "ckpt_every", "val_every", "terms"):
         if getattr(cfg, name) < 1:
             raise InputError(f"{name} must be at least 1")
     if cfg.lora_rank < 0:
@@ -326,7 +326,8 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
           stream=None) -> Path:
     """Run (or resume) the fine-tuning; return the saved model folder ``OUT/model``.
 
-    ``surrogate``: the differentiable codec (default: ``get_surrogate(cfg.codec)``).
+    ``surrogate``: the differentiable codec (default: ``get_surrogate(cfg.codec)`` with
+    ``cfg.terms`` Fourier terms).
     Writes ``OUT/checkpoints/step-N.pt``, ``OUT/log.csv``, ``OUT/loss.png``,
     ``OUT/config.json`` and ``OUT/model``. Under ``torchrun`` only rank 0 writes.
     ``stream``: where messages go (default: ``sys.stderr`` at call time)."""
@@ -339,14 +340,8 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
         if cfg.batch % dist.world_size:
             raise InputError(f"batch {cfg.batch} does not split over {dist.world_size} "
                              "processes")
-        resume_from = common.latest_checkpoint(ckdir)
-        if resume_from is not None and not (cfg.resume or cfg.force):
-            raise InputError(f"{ckdir}: holds checkpoints; pass --resume to continue the "
-                             "run or --force to start again")
-        if not cfg.resume:
-            resume_from = None
-            if dist.is_main and ckdir.is_dir():  # --force: the old run's checkpoints go
-                common.prune_checkpoints(ckdir, 0)
+        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
+                                                  dist=dist)
         common.seed_everything(cfg.seed)
         model = build_model(cfg)
         params = prepare_trainable(model, cfg.lora_rank)
@@ -358,7 +353,7 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
         if surrogate is None:
             from gencodec.codecs_ext.surrogates import get_surrogate
 
-            surrogate = get_surrogate(cfg.codec)
+            surrogate = get_surrogate(cfg.codec, terms=cfg.terms)
         surrogate = surrogate.to(dist.device).eval().requires_grad_(False)
         perceptual = Perceptual(cfg.perceptual, cfg.weights_dir).to(dist.device)
         sampler = PatchSampler.from_folder(cfg.train, patch=cfg.patch, crop=cfg.crop,
@@ -426,9 +421,7 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
             done = step + 1
             values = torch.stack([parts[k].detach().float() for k in ("loss", "l1",
                                                                       "perceptual", "bpp")])
-            if dist.distributed:
-                torch.distributed.all_reduce(values)
-                values /= dist.world_size
+            values = common.mean_over_ranks(values, dist)
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 row = dict(zip(("loss", "l1", "perceptual", "bpp"), values.tolist()),
