@@ -7,8 +7,9 @@ preprocessing filters on the same frames, in the same run.
 
 Rows: the classic filters through PyAV's libavfilter (gblur, hqdn3d, nlmeans) and,
 when Debian's ffmpeg is installed, nlmeans through the ffmpeg program; then each model
-on each back end: the compact architecture (the embedded default's, 32 channels x 4
-blocks) and a small SD look-alike (one-step VAE + UNet, filters.tiny.SD_LIKE_SMALL),
+on each back end: the compact architecture at the size `gencodec train rp` builds by
+default (16 channels, 2 blocks, at 1/4 resolution) and a larger one (32 x 4 at 1/2),
+and a small SD look-alike (one-step VAE + UNet, filters.tiny.SD_LIKE_SMALL),
 both with random weights: the timings are real, the pictures are not. With a CUDA GPU,
 the same models in fp16/bf16 and ONNX Runtime's CUDA EP, and an SD 2.1-size one-step
 model (filters.tiny.SD21_SIZE, ~950 M parameters) at 1080p in fp16; the target there
@@ -184,7 +185,8 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"CUDA: {torch.cuda.get_device_name(0) if cuda else 'none'}", file=sys.stderr)
     if not args.gpu_only:
-        models = [("compact 32x4 (random)", CompactFilterNet(32, 4, 2).eval())]
+        models = [("compact 16x2 s4 (random)", CompactFilterNet(16, 2, 4).eval()),
+                  ("compact 32x4 s2 (random)", CompactFilterNet(32, 4, 2).eval())]
         if not args.no_sd_like:
             models.append(("SD-like small one-step (random)",
                            onestep_from_sizes(SD_LIKE_SMALL).eval()))

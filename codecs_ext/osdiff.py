@@ -14,8 +14,9 @@ train osdiff``)::
 (little-endian uint32) of the hyper latent, the latent and an end marker (version 2;
 version 1 had no marker and is refused); the container carries the image size and a
 fingerprint: sha256 of the backbone's files' digest (computed once per codec), the
-chosen rate model's files and the coding profile. A decoder with other weights refuses the stream by
-fingerprint; damaged or truncated streams raise BitstreamError.
+chosen rate model's files and the coding profile. A decoder with other weights
+refuses the stream by fingerprint; damaged or truncated streams raise BitstreamError.
+A rate model that does not load is an InputError naming it.
 
 Images are edge-padded to multiples of 64 pixels (SD VAE 8 x latent codec 8) and
 cropped back on decoding::
@@ -127,8 +128,9 @@ class OsdiffCodec(Codec):
             except GencodecError:
                 raise
             except Exception as exc:  # noqa: BLE001 - bad JSON, SafetensorError, KeyError...
+                why = " ".join(str(exc).split()) or type(exc).__name__  # one line
                 raise InputError(f"osdiff: {self.folder}: cannot load rate model q{q}: "
-                                 f"{exc}") from None
+                                 f"{why}") from None
             self._model.eval()
             # entropy parameters in float64: see gencodec.osdiff.latent_codec
             self._model.latent_codec.double()

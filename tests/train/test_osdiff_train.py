@@ -210,6 +210,25 @@ def test_optimisers_and_random_keys(photo_dirs, backbone, tmp_path):
     assert not keys & {tr._key(phase, sample) for phase in range(4) for sample in range(50)}
 
 
+def test_scaled_updates_match_plain_ones(photo_dirs, backbone, tmp_path):
+    """The fp16 path of the updates (GradScaler: scaled backward, unscale, clip, step;
+    here a CPU scaler, the CUDA one behaves alike) gives the plain update's result; an
+    overflowing scale skips the step and shrinks the scale."""
+    cfg = make_config(photo_dirs, backbone, tmp_path)
+    x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
+    plain, scaled = make_trainer(cfg), make_trainer(cfg)
+    scaled.scaler_g = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    a, b = plain.generator_step(x)[0], scaled.generator_step(x)[0]
+    assert b["grad_g"] == pytest.approx(a["grad_g"], rel=1e-4)
+    for (k, p), q in zip(plain.model.named_parameters(), scaled.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=k)
+    before = snapshot(scaled.model.latent_codec)
+    scaled.scaler_g = torch.amp.GradScaler("cpu", init_scale=1e38)  # gradients overflow
+    scaled.generator_step(x)
+    assert changed(before, snapshot(scaled.model.latent_codec)) == set()
+    assert scaled.scaler_g.get_scale() < 1e38
+
+
 def test_updates_alternate(photo_dirs, backbone, tmp_path):
     tr = make_trainer(make_config(photo_dirs, backbone, tmp_path))
     x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)

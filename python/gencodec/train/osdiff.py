@@ -424,14 +424,8 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
         if cfg.batch % dist.world_size:
             raise InputError(f"batch {cfg.batch} does not split over {dist.world_size} "
                              "processes")
-        resume_from = common.latest_checkpoint(ckdir)
-        if resume_from is not None and not (cfg.resume or cfg.force):
-            raise InputError(f"{ckdir}: holds checkpoints; pass --resume to continue the run "
-                             "or --force to start again")
-        if not cfg.resume:
-            resume_from = None
-            if dist.is_main and ckdir.is_dir():  # --force: the old run's checkpoints go
-                common.prune_checkpoints(ckdir, 0)
+        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
+                                                  dist=dist)
         common.seed_everything(cfg.seed)
         sampler = PhotoCrops(cfg.train, cfg.crop, cfg.seed, cfg.short_side)
         model = build_model(cfg)
@@ -464,9 +458,7 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
             x = sampler.batch(trainer.step, cfg.batch)[lo:lo + per_rank]
             logs = trainer.train_step(x)
             values = torch.tensor([logs[k] for k in LOG_COLUMNS], dtype=torch.float64)
-            if dist.distributed:
-                torch.distributed.all_reduce(values)
-                values /= dist.world_size
+            values = common.mean_over_ranks(values, dist)
             done = trainer.step
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
