@@ -57,7 +57,12 @@ def fwd_bwd_throughput(module: torch.nn.Module, x: torch.Tensor, setting: float,
         x_hat, bits = module(xg, setting)
         (bits.sum() + (x_hat - xg).square().mean()).backward()
 
-    mpix = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
+    return throughput(fwd, fwd_bwd, x.shape[0] * x.shape[2] * x.shape[3] / 1e6, repeats)
+
+
+def throughput(fwd, fwd_bwd, mpix: float, repeats: int = 3) -> dict[str, float]:
+    """Megapixels per second of ``fwd()`` and ``fwd_bwd()``, median of ``repeats``
+    after a warm-up."""
     out = {}
     for name, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
         fn()
@@ -68,6 +73,31 @@ def fwd_bwd_throughput(module: torch.nn.Module, x: torch.Tensor, setting: float,
             times.append(time.perf_counter() - t0)
         out[f"{name} Mpix/s"] = mpix / statistics.median(times)
     return out
+
+
+def intra_op_throughput(x: torch.Tensor, qp: float, backend: str,
+                        repeats: int = 3) -> dict[str, float]:
+    """Megapixels per second of the closed-loop intra op alone (what ``native/dbpg``
+    implements) on the luma planes of ``x`` with the surrogate's default settings,
+    forward and forward + backward (of ``recon.sum() + yhat.sum()``)."""
+    from gencodec.codecs_ext.surrogates import bpg, bpg_intra
+
+    luma = bpg.rgb_to_ycbcr(x * 255.0)[:, 0].contiguous()
+    qstep = bpg_intra.qstep_of(bpg.coded_qp(torch.full((luma.shape[0],), float(qp),
+                                                       dtype=luma.dtype)))
+    kw = dict(temperature=1.0, terms=bpg.DEFAULT_TERMS, ref_grad=bpg.DEFAULT_REF_GRAD,
+              backend=backend)
+
+    def fwd():
+        with torch.no_grad():
+            bpg_intra.intra_code(luma, qstep, 16, **kw)
+
+    def fwd_bwd():
+        planes = luma.clone().requires_grad_()
+        recon, yhat = bpg_intra.intra_code(planes, qstep, 16, **kw)
+        (recon.sum() + yhat.sum()).backward()
+
+    return throughput(fwd, fwd_bwd, luma.numel() / 1e6, repeats)
 
 
 @dataclasses.dataclass
@@ -106,7 +136,8 @@ def jpeg_case() -> Case:
 
 def bpg_case() -> Case:
     """diff-BPG against the project's bpg codec (HEVC intra by x265, 4:2:0); speed: the
-    native op against its PyTorch reference, both whole surrogates, in this run."""
+    native op against its PyTorch reference, both whole surrogates and the intra op
+    alone (luma, 16x16 blocks), in this run."""
     from gencodec.codecs_ext import get_codec
     from gencodec.codecs_ext.surrogates import get_surrogate
 
@@ -124,6 +155,10 @@ def bpg_case() -> Case:
             out.update({f"{backend} {k}": v for k, v in figures.items()})
         for k in ("fwd", "fwd+bwd"):
             out[f"native/torch {k}"] = out[f"native {k} Mpix/s"] / out[f"torch {k} Mpix/s"]
+        # the op alone: the surrogates share the rate model and the colour path
+        op = {b: intra_op_throughput(x, qp, b) for b in ("torch", "native")}
+        for k in ("fwd", "fwd+bwd"):
+            out[f"op native/torch {k}"] = op["native"][f"{k} Mpix/s"] / op["torch"][f"{k} Mpix/s"]
         return out
 
     return Case("bpg", "QP", tuple(range(22, 48, 5)), real, get_surrogate("bpg"), speed)
