@@ -59,6 +59,11 @@ class ItemResult:
     seconds: float = 0.0
     attempts: int = 1
 
+    def try_again(self, retries: int) -> bool:
+        """Whether the item gets another try: a retryable failure after at most
+        ``retries`` tries beyond the first (``attempts`` counts those made)."""
+        return self.status == FAILED and self.retryable and self.attempts <= retries
+
 
 def sidecar_path(output: str | Path) -> Path:
     return Path(f"{output}{SIDECAR_SUFFIX}")

@@ -147,8 +147,7 @@ class LocalExecutor:
         def finish(item: Item, result: ItemResult) -> None:
             """Report a result, or put the item back for another try."""
             result.attempts = attempts[item.index]
-            if result.status == FAILED and result.retryable \
-                    and attempts[item.index] <= self.retries:
+            if result.try_again(self.retries):
                 queue.appendleft(item)
             else:
                 report(result)

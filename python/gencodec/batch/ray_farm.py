@@ -134,8 +134,7 @@ class RayExecutor:
                                       attempts=self.retries + 1))
                     continue
                 result.attempts = attempts[item.index]
-                if result.status == FAILED and result.retryable \
-                        and attempts[item.index] <= self.retries:
+                if result.try_again(self.retries):
                     queue.appendleft(item)
                 else:
                     report(result)

@@ -198,6 +198,16 @@ def checkpoint_to_resume(directory: str | os.PathLike, *, resume: bool, force: b
     return None
 
 
+def per_rank_batch(batch: int, dist: "DistInfo") -> int:
+    """Each DDP process's share of the global ``batch``; InputError when it does not
+    split evenly."""
+    if batch % dist.world_size:
+        from gencodec.errors import InputError
+
+        raise InputError(f"batch {batch} does not split over {dist.world_size} processes")
+    return batch // dist.world_size
+
+
 def mean_over_ranks(values: torch.Tensor, dist: "DistInfo") -> torch.Tensor:
     """``values`` averaged over the DDP processes (itself in a single process)."""
     if dist.distributed:

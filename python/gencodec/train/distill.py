@@ -269,9 +269,7 @@ def train(cfg: DistillConfig, stream=None):
     ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
-        if cfg.cid.global_batch % dist.world_size:
-            raise InputError(f"batch {cfg.cid.global_batch} does not split over "
-                             f"{dist.world_size} processes")
+        per_rank = common.per_rank_batch(cfg.cid.global_batch, dist)
         resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
                                                   dist=dist)
         common.seed_everything(cfg.cid.seed)
@@ -301,7 +299,6 @@ def train(cfg: DistillConfig, stream=None):
             (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
             log = common.CsvLog(out / "log.csv", LOG_COLUMNS,
                                 resume_step=trainer.step if resume_from is not None else -1)
-        per_rank = cfg.cid.global_batch // dist.world_size
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not dist.is_main,
                    file=stream, desc="distill", dynamic_ncols=True)

@@ -421,9 +421,7 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
     ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
-        if cfg.batch % dist.world_size:
-            raise InputError(f"batch {cfg.batch} does not split over {dist.world_size} "
-                             "processes")
+        per_rank = common.per_rank_batch(cfg.batch, dist)
         resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
                                                   dist=dist)
         common.seed_everything(cfg.seed)
@@ -450,7 +448,6 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
                  "optimizer_class": type(trainer.opt_g).__name__}, indent=1) + "\n")
             log = common.CsvLog(out / "log.csv", LOG_COLUMNS,
                                 resume_step=trainer.step if resume_from is not None else -1)
-        per_rank = cfg.batch // dist.world_size
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not dist.is_main,
                    file=stream, desc="osdiff", dynamic_ncols=True)

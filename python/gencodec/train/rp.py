@@ -337,9 +337,7 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
     ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
-        if cfg.batch % dist.world_size:
-            raise InputError(f"batch {cfg.batch} does not split over {dist.world_size} "
-                             "processes")
+        per_rank = common.per_rank_batch(cfg.batch, dist)
         resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
                                                   dist=dist)
         common.seed_everything(cfg.seed)
@@ -391,7 +389,6 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
                  "perceptual_loss": perceptual.kind}, indent=1) + "\n")
             log = common.CsvLog(out / "log.csv", columns,
                                 resume_step=start if resume_from is not None else -1)
-        per_rank = cfg.batch // dist.world_size
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=start, disable=not dist.is_main, file=stream,
                    desc="rp", dynamic_ncols=True)
