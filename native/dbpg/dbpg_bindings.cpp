@@ -123,6 +123,9 @@ Params params(double temperature, int terms, double ref_grad) {
 }  // namespace
 
 void register_bindings(py::module_& m) {
+  m.def("dbpg_kernels", &kernels,
+        "The CPU kernels of the diff-BPG ops: 'avx2+fma' or 'generic' (set "
+        "GENCODEC_DBPG_GENERIC=1 before the first call to force the portable ones).");
   m.def(
       "dbpg_intra_forward",
       [](const F64& x, const F64& qstep, const F64& transform, const I32& pred_index,

@@ -42,6 +42,10 @@ struct Params {
 // transformed residual.
 constexpr int64_t sign_bytes(int n) { return static_cast<int64_t>(kModes) * 2 * (n * n / 8); }
 
+// The CPU kernels intra_forward / intra_backward run: "avx2+fma" or "generic" (the
+// environment variable GENCODEC_DBPG_GENERIC=1 forces the latter).
+const char* kernels();
+
 // x: planes * H * W (H = rows*n, W = cols*n); qstep: planes.
 // Outputs recon (planes * H * W), yhat (planes * blocks * n * n), the mode costs
 // (planes * blocks * kModes) and their coefficients' signs (planes * blocks *

@@ -1,7 +1,8 @@
 // diff-BPG block kernels (see intra.hpp), included by intra.cpp twice: once for any
-// x86-64 / other CPU and once under #pragma GCC target("avx2"), each time inside its own
-// namespace. No include guard on purpose; the standard headers it needs come first in
-// intra.cpp. -ffp-contract=off holds for both, so both give the same results bit for bit.
+// x86-64 / other CPU and once under #pragma GCC target("avx2,fma"), each time inside its
+// own namespace. No include guard on purpose; the standard headers it needs come first in
+// intra.cpp. -ffp-contract=off holds for both; the transforms' multiply-adds are fused in
+// the avx2 build only (madd), so the two agree to a few ulps, not bit for bit.
 //
 // Layouts. A block's samples are n x n, row-major. The 2-D transforms below skip their
 // last transpose: forward_t(D) = (A D A^T)^T, the coefficients transposed, and
@@ -53,6 +54,17 @@ struct Transform {
 // as W / 4 of these (AVX registers in the avx2 build, SSE pairs in the generic one).
 typedef double Vec4 __attribute__((vector_size(32), aligned(8), may_alias));
 
+// acc + c * v, the transforms' products: one fused multiply-add (one rounding) where the
+// including file sets DBPG_FUSED_MADD (the avx2 + fma build), a product and a sum
+// otherwise.
+inline Vec4 madd(double c, Vec4 v, Vec4 acc) {
+#if DBPG_FUSED_MADD
+  return (Vec4)_mm256_fmadd_pd(_mm256_set1_pd(c), (__m256d)v, (__m256d)acc);
+#else
+  return acc + c * v;
+#endif
+}
+
 // out = A in, column by column, for an L-point A on rows of W values: input row k at
 // in + k * is, output row i at out + i * os.
 template <int L, int W>
@@ -70,12 +82,18 @@ void columns_forward(const Transform& t, const double* in, int is, double* out, 
           o[k * V + v] = a - b;
         }
       columns_forward<H, W>(*t.even, reinterpret_cast<const double*>(e), W, out, 2 * os);
-      for (int i = 0; i < H; ++i) {
-        Vec4 acc[V] = {};
-        const double* c = t.odd.data() + i * H;
+      // R output rows at a time: each o[k] loaded once for all of them
+      constexpr int R = H % 2 == 0 ? 2 : 1;
+      for (int i = 0; i < H; i += R) {
+        Vec4 acc[R][V] = {};
         for (int k = 0; k < H; ++k)
-          for (int v = 0; v < V; ++v) acc[v] += c[k] * o[k * V + v];
-        for (int v = 0; v < V; ++v) *reinterpret_cast<Vec4*>(out + (2 * i + 1) * os + 4 * v) = acc[v];
+          for (int r = 0; r < R; ++r) {
+            const double c = t.odd[(i + r) * H + k];
+            for (int v = 0; v < V; ++v) acc[r][v] = madd(c, o[k * V + v], acc[r][v]);
+          }
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < V; ++v)
+            *reinterpret_cast<Vec4*>(out + (2 * (i + r) + 1) * os + 4 * v) = acc[r][v];
       }
       return;
     }
@@ -84,7 +102,8 @@ void columns_forward(const Transform& t, const double* in, int is, double* out, 
     Vec4 acc[V] = {};
     for (int k = 0; k < L; ++k) {
       const double c = t.full[i * L + k];
-      for (int v = 0; v < V; ++v) acc[v] += c * *reinterpret_cast<const Vec4*>(in + k * is + 4 * v);
+      for (int v = 0; v < V; ++v)
+        acc[v] = madd(c, *reinterpret_cast<const Vec4*>(in + k * is + 4 * v), acc[v]);
     }
     for (int v = 0; v < V; ++v) *reinterpret_cast<Vec4*>(out + i * os + 4 * v) = acc[v];
   }
@@ -99,17 +118,24 @@ void columns_inverse(const Transform& t, const double* in, int is, double* out, 
       constexpr int H = L / 2;
       Vec4 ev[H * V];
       columns_inverse<H, W>(*t.even, in, 2 * is, reinterpret_cast<double*>(ev), W);
-      for (int k = 0; k < H; ++k) {
-        Vec4 acc[V] = {};
+      // R output rows (and their mirrors) at a time: each odd input row loaded once
+      constexpr int R = H % 2 == 0 ? 2 : 1;
+      for (int k = 0; k < H; k += R) {
+        Vec4 acc[R][V] = {};
         for (int i = 0; i < H; ++i) {
-          const double c = t.odd[i * H + k];
           const double* zi = in + (2 * i + 1) * is;
-          for (int v = 0; v < V; ++v) acc[v] += c * *reinterpret_cast<const Vec4*>(zi + 4 * v);
+          for (int r = 0; r < R; ++r) {
+            const double c = t.odd[i * H + k + r];
+            for (int v = 0; v < V; ++v)
+              acc[r][v] = madd(c, *reinterpret_cast<const Vec4*>(zi + 4 * v), acc[r][v]);
+          }
         }
-        for (int v = 0; v < V; ++v) {
-          *reinterpret_cast<Vec4*>(out + k * os + 4 * v) = ev[k * V + v] + acc[v];
-          *reinterpret_cast<Vec4*>(out + (L - 1 - k) * os + 4 * v) = ev[k * V + v] - acc[v];
-        }
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < V; ++v) {
+            const Vec4 e = ev[(k + r) * V + v];
+            *reinterpret_cast<Vec4*>(out + (k + r) * os + 4 * v) = e + acc[r][v];
+            *reinterpret_cast<Vec4*>(out + (L - 1 - k - r) * os + 4 * v) = e - acc[r][v];
+          }
       }
       return;
     }
@@ -118,7 +144,8 @@ void columns_inverse(const Transform& t, const double* in, int is, double* out, 
     Vec4 acc[V] = {};
     for (int i = 0; i < L; ++i) {
       const double c = t.full[i * L + k];
-      for (int v = 0; v < V; ++v) acc[v] += c * *reinterpret_cast<const Vec4*>(in + i * is + 4 * v);
+      for (int v = 0; v < V; ++v)
+        acc[v] = madd(c, *reinterpret_cast<const Vec4*>(in + i * is + 4 * v), acc[v]);
     }
     for (int v = 0; v < V; ++v) *reinterpret_cast<Vec4*>(out + k * os + 4 * v) = acc[v];
   }
@@ -156,24 +183,35 @@ inline Vec4 load4(const double* p) { return *reinterpret_cast<const Vec4*>(p); }
 inline void store4(double* p, Vec4 v) { *reinterpret_cast<Vec4*>(p) = v; }
 inline double lanes_sum(Vec4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-// sum |c| and sum a * b over NN values (NN a multiple of 4), in four partial sums
+// sum |c| and sum a * b over NN values (NN a multiple of 4), in four vector partial sums
+// (up to four chains of independent additions: one would wait on each add's latency)
 constexpr Mask4 kAbs = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
+inline Vec4 vabs(Vec4 v) { return (Vec4)((Mask4)v & kAbs); }  // the sign bits cleared
 
 template <int NN>
 inline double sum_abs(const double* c) {
-  Vec4 acc = {};
-  for (int s = 0; s < NN; s += 4) {
-    const Vec4 v = load4(c + s);
-    acc += (Vec4)((Mask4)v & kAbs);  // |v|: the sign bits cleared
+  static_assert(NN % 16 == 0);
+  Vec4 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  for (int s = 0; s < NN; s += 16) {
+    a0 += vabs(load4(c + s));
+    a1 += vabs(load4(c + s + 4));
+    a2 += vabs(load4(c + s + 8));
+    a3 += vabs(load4(c + s + 12));
   }
-  return lanes_sum(acc);
+  return lanes_sum((a0 + a1) + (a2 + a3));
 }
 
 template <int NN>
 inline double dot(const double* a, const double* b) {
-  Vec4 acc = {};
-  for (int s = 0; s < NN; s += 4) acc += load4(a + s) * load4(b + s);
-  return lanes_sum(acc);
+  static_assert(NN % 16 == 0);
+  Vec4 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  for (int s = 0; s < NN; s += 16) {
+    a0 += load4(a + s) * load4(b + s);
+    a1 += load4(a + s + 4) * load4(b + s + 4);
+    a2 += load4(a + s + 8) * load4(b + s + 8);
+    a3 += load4(a + s + 12) * load4(b + s + 12);
+  }
+  return lanes_sum((a0 + a1) + (a2 + a3));
 }
 
 // out = (A d A^T)^T = A (A d)^T; s: N*N scratch.
@@ -229,26 +267,35 @@ inline void sincos4(Vec4 a, Vec4* sin_out, Vec4* cos_out) {
 
 // round_N(y) = y - sum_{k=1..N} (-1)^(k+1) sin(2 pi k y) / (k pi) and its derivative
 // 1 - 2 sum_{k=1..N} (-1)^(k+1) cos(2 pi k y) (codecs_ext/surrogates/rounding.py), of NN
-// values (a multiple of 4), four at a time: sin / cos of k * phase by the angle-addition
-// recurrence from sin and cos of the phase.
+// values (a multiple of 16), sixteen at a time (four independent recurrences): sin / cos
+// of k * phase by the angle-addition recurrence from sin and cos of the phase.
 template <int NN>
 void fourier_round(const double* y, int terms, double* value, double* deriv) {
   constexpr double kRound = 6755399441055744.0;
-  for (int s = 0; s < NN; s += 4) {
-    const Vec4 yv = load4(y + s);
-    Vec4 s1, c1;
-    sincos4((2.0 * kPi) * (yv - ((yv + kRound) - kRound)), &s1, &c1);  // same angle mod 2 pi
-    Vec4 sum_s = {}, sum_c = {}, sk = s1, ck = c1;
-    for (int k = 1; k <= terms; ++k) {
-      const double sign = (k & 1) ? 1.0 : -1.0;
-      sum_s += (sign / (k * kPi)) * sk;
-      sum_c += sign * ck;
-      const Vec4 next = sk * c1 + ck * s1;
-      ck = ck * c1 - sk * s1;
-      sk = next;
+  constexpr int G = 4;
+  for (int s = 0; s < NN; s += 4 * G) {
+    Vec4 yv[G], s1[G], c1[G], sk[G], ck[G], sum_s[G] = {}, sum_c[G] = {};
+    for (int g = 0; g < G; ++g) {
+      yv[g] = load4(y + s + 4 * g);
+      // the same angle mod 2 pi
+      sincos4((2.0 * kPi) * (yv[g] - ((yv[g] + kRound) - kRound)), &s1[g], &c1[g]);
+      sk[g] = s1[g];
+      ck[g] = c1[g];
     }
-    store4(value + s, yv - sum_s);
-    store4(deriv + s, 1.0 - 2.0 * sum_c);
+    for (int k = 1; k <= terms; ++k) {
+      const double sign = (k & 1) ? 1.0 : -1.0, coef = sign / (k * kPi);
+      for (int g = 0; g < G; ++g) {
+        sum_s[g] += coef * sk[g];
+        sum_c[g] += sign * ck[g];
+        const Vec4 next = sk[g] * c1[g] + ck[g] * s1[g];
+        ck[g] = ck[g] * c1[g] - sk[g] * s1[g];
+        sk[g] = next;
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      store4(value + s + 4 * g, yv[g] - sum_s[g]);
+      store4(deriv + s + 4 * g, 1.0 - 2.0 * sum_c[g]);
+    }
   }
 }
 
@@ -331,8 +378,8 @@ struct Workspace {
   alignas(32) double r[4 * N + 1], ext[2][ne], gext[2][ne], gr[4 * N + 1];
   alignas(32) double preds[kModes * nn];  // P_m, in line layout for modes 2..17
   double cost[kModes], w[kModes], gw[kModes], gcost[kModes];
-  alignas(32) double x[nn], xt[nn], e[nn], ct[nn], s1[nn], s2[nn], pred[nn], y[nn], yh[nn],
-      dfr[nn], v[nn];
+  alignas(32) double x[nn], xt[nn], e[nn], ct[nn], s1[nn], s2[nn], pred[nn], pred_line[nn],
+      y[nn], yh[nn], dfr[nn], v[nn];
   alignas(32) double gv[nn], gz[nn], gc[nn], ge[nn], gx[nn], gpred[nn], gpredt[nn],
       sum_plain[nn], sum_line[nn], gp[nn];
 };
@@ -365,9 +412,9 @@ void predict(const Tables& t, const Modes& md, int m, Workspace<N>& ws, double* 
     const double w0 = a.w0[d], w1 = a.w1[d];
     double* out = pm + d * N;
     if (w1 == 0.0)
-      for (int p = 0; p < N; ++p) out[p] = w0 * s0[p];
+      for (int p = 0; p < N; p += 4) store4(out + p, w0 * load4(s0 + p));
     else
-      for (int p = 0; p < N; ++p) out[p] = w0 * s0[p] + w1 * s0[p + 1];
+      for (int p = 0; p < N; p += 4) store4(out + p, w0 * load4(s0 + p) + w1 * load4(s0 + p + 1));
   }
 }
 
@@ -397,9 +444,21 @@ void predict_adjoint(const Tables& t, const Modes& md, int m, const double* g,
     double* s0 = gext + N + a.off[d];
     const double w0 = a.w0[d], w1 = a.w1[d];
     const double* gd = g + d * N;
-    for (int p = 0; p < N; ++p) s0[p] += w0 * gd[p];
-    if (w1 != 0.0)
-      for (int p = 0; p < N; ++p) s0[p + 1] += w1 * gd[p];
+    if (w1 == 0.0) {
+      for (int p = 0; p < N; p += 4) store4(s0 + p, load4(s0 + p) + w0 * load4(gd + p));
+      continue;
+    }
+    // ref[off + p] gets w0 gd[p] + w1 gd[p - 1] (gd[-1] = 0), ref[off + N] w1 gd[N - 1]:
+    // one read-modify-write of each chunk (a second pass at an offset of one would load
+    // what the first just stored, across two stores, which stalls store forwarding)
+    Vec4 prev = {};
+    for (int p = 0; p < N; p += 4) {
+      const Vec4 cur = load4(gd + p);
+      const Vec4 shifted = DBPG_SHUFFLE(prev, cur, 3, 4, 5, 6);  // gd[p - 1 .. p + 2]
+      store4(s0 + p, load4(s0 + p) + (w0 * cur + w1 * shifted));
+      prev = cur;
+    }
+    s0[N] += w1 * prev[3];
   }
   for (int k = 0; k < a.side; ++k) ws.gr[a.side_index[k]] += gext[N - a.side + k];
 }
@@ -446,6 +505,16 @@ inline void add_signs(const uint8_t* pos, const uint8_t* neg, double scale, doub
   }
 }
 
+// out = scale * sign(c), the signs as pack_signs left them
+template <int NN>
+inline void set_signs(const uint8_t* pos, const uint8_t* neg, double scale, double* out) {
+  const Vec4* bits = kNibbleBits.bits;
+  for (int j = 0; j < NN / 8; ++j) {
+    store4(out + 8 * j, scale * (bits[pos[j] & 15] - bits[neg[j] & 15]));
+    store4(out + 8 * j + 4, scale * (bits[pos[j] >> 4] - bits[neg[j] >> 4]));
+  }
+}
+
 // A mode whose soft-argmin weight is below this adds less than a float64 rounding error
 // (relative to the weights, which sum to 1) to any gradient: its backward is skipped.
 constexpr double kNegligibleWeight = 1e-17;
@@ -479,7 +548,7 @@ void block_forward(const Tables& t, const Modes& md, const Transform& tr, const 
     if (known_cost != nullptr) continue;
     // the cost: sum |A (X - P_m) A^T| / Qstep (in line layout for modes 2..17)
     const double* xs = line_layout(m) ? ws.xt : ws.x;
-    for (int s = 0; s < nn; ++s) ws.e[s] = xs[s] - pm[s];
+    for (int s = 0; s < nn; s += 4) store4(ws.e + s, load4(xs + s) - load4(pm + s));
     forward_t<N>(tr, ws.e, ws.ct, ws.s1, ws.s2);
     ws.cost[m] = sum_abs<nn>(ws.ct) / q;
     pack_signs<nn>(ws.ct, signs + m * 2 * nb, signs + m * 2 * nb + nb);
@@ -497,25 +566,38 @@ void block_forward(const Tables& t, const Modes& md, const Transform& tr, const 
     }
     for (int m = 0; m < kModes; ++m) ws.w[m] /= z;
   }
-  std::fill(ws.pred, ws.pred + nn, 0.0);
-  for (int m = 0; m < kModes; ++m) {
-    const double wm = ws.w[m];
-    if (wm == 0.0) continue;  // adds exact zeros (all of them but one at T = 0)
-    const double* pm = ws.preds + m * nn;
-    if (line_layout(m)) {
-      transpose<N>(pm, ws.s1);
-      pm = ws.s1;
+  // sum_m w_m P_m, eight values at a time in registers; the modes in line layout
+  // (2..17) summed apart and transposed once. Modes of weight 0 add exact zeros (all
+  // of them but one at T = 0) and are skipped.
+  for (int s = 0; s < nn; s += 8) {
+    Vec4 p0 = {}, p1 = {}, l0 = {}, l1 = {};
+    for (int m = 0; m < kModes; ++m) {
+      const double wm = ws.w[m];
+      if (wm == 0.0) continue;
+      const double* pm = ws.preds + m * nn + s;
+      if (line_layout(m)) {
+        l0 += wm * load4(pm);
+        l1 += wm * load4(pm + 4);
+      } else {
+        p0 += wm * load4(pm);
+        p1 += wm * load4(pm + 4);
+      }
     }
-    for (int s = 0; s < nn; ++s) ws.pred[s] += wm * pm[s];
+    store4(ws.pred + s, p0);
+    store4(ws.pred + s + 4, p1);
+    store4(ws.pred_line + s, l0);
+    store4(ws.pred_line + s + 4, l1);
   }
+  transpose<N>(ws.pred_line, ws.s1);
+  for (int s = 0; s < nn; s += 4) store4(ws.pred + s, load4(ws.pred + s) + load4(ws.s1 + s));
   // the residual's coefficients (transposed), rounded, and the reconstruction
-  for (int s = 0; s < nn; ++s) ws.e[s] = ws.x[s] - ws.pred[s];
+  for (int s = 0; s < nn; s += 4) store4(ws.e + s, load4(ws.x + s) - load4(ws.pred + s));
   forward_t<N>(tr, ws.e, ws.ct, ws.s1, ws.s2);
-  for (int s = 0; s < nn; ++s) ws.y[s] = ws.ct[s] / q;
+  for (int s = 0; s < nn; s += 4) store4(ws.y + s, load4(ws.ct + s) / q);
   fourier_round<nn>(ws.y, prm.terms, ws.yh, ws.dfr);
-  for (int s = 0; s < nn; ++s) ws.e[s] = ws.yh[s] * q;
+  for (int s = 0; s < nn; s += 4) store4(ws.e + s, load4(ws.yh + s) * q);
   inverse_t<N>(tr, ws.e, ws.ct, ws.s1, ws.s2);
-  for (int s = 0; s < nn; ++s) ws.v[s] = ws.pred[s] + ws.ct[s];
+  for (int s = 0; s < nn; s += 4) store4(ws.v + s, load4(ws.pred + s) + load4(ws.ct + s));
 }
 
 // Chain rule through block_forward (ws filled by it): gout = gradient of the block's
@@ -536,9 +618,9 @@ double block_backward(const Tables& t, const Modes& md, const Transform& tr,
     gq -= gys * ws.y[s] / q;
   }
   inverse_t<N>(tr, ws.gc, ws.ge, ws.s1, ws.s2);  // d/dE of (A E A^T)^T
-  for (int s = 0; s < nn; ++s) {
-    ws.gx[s] = ws.ge[s];
-    ws.gpred[s] = ws.gv[s] - ws.ge[s];
+  for (int s = 0; s < nn; s += 4) {
+    store4(ws.gx + s, load4(ws.ge + s));
+    store4(ws.gpred + s, load4(ws.gv + s) - load4(ws.ge + s));
   }
   transpose<N>(ws.gpred, ws.gpredt);
   for (int m = 0; m < kModes; ++m) {
@@ -585,17 +667,17 @@ double block_backward(const Tables& t, const Modes& md, const Transform& tr,
     const double* g = line_layout(m) ? ws.gpredt : ws.gpred;
     const double wm = ws.w[m];
     if (ws.gcost[m] != 0.0) {
-      std::fill(ws.e, ws.e + nn, 0.0);
       const uint8_t* sm = signs + m * 2 * nb;
-      add_signs<nn>(sm, sm + nb, ws.gcost[m], ws.e);
+      set_signs<nn>(sm, sm + nb, ws.gcost[m], ws.e);
       inverse_t<N>(tr, ws.e, ws.ct, ws.s1, ws.s2);
       double* acc = line_layout(m) ? ws.sum_line : ws.gx;
-      for (int s = 0; s < nn; ++s) {
-        acc[s] += ws.ct[s];
-        ws.gp[s] = wm * g[s] - ws.ct[s];
+      for (int s = 0; s < nn; s += 4) {
+        const Vec4 c = load4(ws.ct + s);
+        store4(acc + s, load4(acc + s) + c);
+        store4(ws.gp + s, wm * load4(g + s) - c);
       }
     } else {
-      for (int s = 0; s < nn; ++s) ws.gp[s] = wm * g[s];
+      for (int s = 0; s < nn; s += 4) store4(ws.gp + s, wm * load4(g + s));
     }
     predict_adjoint<N>(t, md, m, ws.gp, ws);
   }

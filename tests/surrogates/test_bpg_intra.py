@@ -6,6 +6,10 @@ gradcheck)."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,10 +274,11 @@ def test_the_coder_tends_to_its_hard_version_as_temperature_falls(backend):
 needs_native = pytest.mark.skipif(not bi.native_available(), reason="gencodec._native without dbpg")
 
 
-@needs_native
-@pytest.mark.parametrize("n,temperature,ref_grad", [(8, 1.0, 1.0), (4, 0.5, 0.1), (16, 0.0, 1.0),
-                                                     (8, 0.3, 0.0)])
-def test_native_equals_the_reference(n, temperature, ref_grad):
+#: (block size, temperature, ref_grad) of the native-against-reference comparisons
+NATIVE_CASES = [(8, 1.0, 1.0), (4, 0.5, 0.1), (16, 0.0, 1.0), (8, 0.3, 0.0), (32, 1.0, 0.1)]
+
+
+def assert_native_matches_reference(n: int, temperature: float, ref_grad: float) -> None:
     """Values and gradients on small planes. (On large planes the closed loop through
     Fourier rounding amplifies float rounding differences -- a change of 1e-12 in the
     input moves a 128x128 plane's reconstruction by 0.16 -- so the comparison is made
@@ -292,6 +297,37 @@ def test_native_equals_the_reference(n, temperature, ref_grad):
         results.append((rec.detach(), yhat.detach(), xr.grad, qr.grad))
     for ref, nat in zip(*results):
         torch.testing.assert_close(nat, ref, rtol=1e-7, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("n,temperature,ref_grad", NATIVE_CASES)
+def test_native_equals_the_reference(n, temperature, ref_grad):
+    assert_native_matches_reference(n, temperature, ref_grad)
+
+
+@needs_native
+@pytest.mark.slow
+def test_native_portable_kernels_equal_the_reference():
+    """The native op picks AVX2 + FMA kernels where the CPU has them; its portable
+    kernels (forced by GENCODEC_DBPG_GENERIC=1, in a fresh process since the choice is
+    made once) must match the reference all the same."""
+    code = (f"import runpy\n"
+            f"from gencodec import _native\n"
+            f"assert _native.dbpg_kernels() == 'generic', _native.dbpg_kernels()\n"
+            f"test = runpy.run_path({str(Path(__file__))!r})\n"
+            f"for case in test['NATIVE_CASES']:\n"
+            f"    test['assert_native_matches_reference'](*case)\n")
+    env = {**os.environ, "GENCODEC_DBPG_GENERIC": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@needs_native
+def test_native_kernel_choice_is_reported():
+    from gencodec import _native
+
+    assert _native.dbpg_kernels() in ("avx2+fma", "generic")
 
 
 @needs_native
