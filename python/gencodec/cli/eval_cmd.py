@@ -10,7 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from gencodec.codecs_ext import CODECS
+from gencodec.cli.options import parse_codec_options
+from gencodec.codecs_ext import CODECS, check_options
 from gencodec.codecs_ext.diffc import RD_TIMESTEPS
 from gencodec.errors import InputError
 from gencodec.eval.bdrate import METHODS
@@ -23,6 +24,24 @@ from gencodec.eval.summary import summarize
 def _list(text: str) -> list[str]:
     """``"jpeg, webp,jpeg"`` -> ``["jpeg", "webp"]``: a name given twice counts once."""
     return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+
+
+def parse_per_codec_options(items: list[str] | None, codecs: list[str]) -> dict[str, dict]:
+    """``["osdiff:model=./sd21", "jpeg:subsampling=444"]`` -> ``{"osdiff": {"model":
+    "./sd21"}, "jpeg": {"subsampling": 444}}``, each codec in ``codecs`` and each option
+    one it takes."""
+    options: dict[str, dict] = {}
+    for item in items or []:
+        codec, sep, pair = item.partition(":")
+        codec = codec.strip()
+        if not sep or not codec or "=" in codec:
+            raise InputError(f"--codec-option {item!r} is not CODEC:KEY=VALUE")
+        if codec not in codecs:
+            raise InputError(f"--codec-option {item!r}: {codec} is not in --codecs")
+        options.setdefault(codec, {}).update(parse_codec_options([pair]))
+    for codec, opts in options.items():
+        check_options(codec, opts)
+    return options
 
 
 def register(sub) -> None:
@@ -46,6 +65,11 @@ def register(sub) -> None:
     p.add_argument("--codecs", default="jpeg,webp,bpg", type=_list,
                    help=f"comma-separated codecs (default jpeg,webp,bpg; known: "
                         f"{', '.join(CODECS)})")
+    p.add_argument("--codec-option", "-O", action="append", metavar="CODEC:KEY=VALUE",
+                   help="an option of one codec, as -O for 'gencodec encode' (repeatable): "
+                        "-O osdiff:model=./sd21 for a learned codec's model folder, "
+                        "-O jpeg:subsampling=444 ('gencodec codecs' lists each codec's "
+                        "options)")
     p.add_argument("--preprocess", default=NONE, type=_list, metavar="none,NAME,...",
                    help="comma-separated preprocessors: none, a classic FFmpeg filter "
                         "(nlmeans, gblur, unsharp, hqdn3d; options as nlmeans:s=5), or a "
@@ -87,12 +111,14 @@ def run(args) -> int:
     if args.crop is not None and args.crop < 16:
         raise InputError("--crop must be at least 16")
     images, dataset = find_images(args.images, args.crop)
-    qualities = parse_qualities(args.qualities, args.codecs)
+    options = parse_per_codec_options(args.codec_option, args.codecs)
+    qualities = parse_qualities(args.qualities, args.codecs, options)
     t0 = time.perf_counter()
     run_info = evaluate(images, args.codecs, args.preprocess, Path(args.out),
                         qualities=qualities, metrics=args.metrics,
                         dataset=args.dataset or dataset, jobs=args.jobs,
-                        weights_dir=args.weights_dir, replace=args.force)
+                        weights_dir=args.weights_dir, replace=args.force,
+                        codec_options=options)
     summary = summarize(Path(args.out), args.bd_method)
     for metric, text in run_info["unavailable"].items():
         print(f"note: {metric}: {text}: {run_info['unavailable_details'][metric]}")

@@ -21,8 +21,10 @@ refused, or with ``replace`` (``gencodec eval --force``) replaces the folder's r
 (:data:`RESULTS`), so the summaries never mix two configurations.
 
 Both kinds of state name the image source and the preprocessor's identity
-(:func:`preprocessor_identity`: a learned model's folder by the sha256 of its files), so
-a resumed run never reuses points of another crop or of retrained weights under the
+(:func:`preprocessor_identity`: a learned model's folder by the sha256 of its files), and
+points of a codec run with options (``codec_options``, e.g. an osdiff ``model`` folder)
+name the codec's identity (:func:`codec_identity`, model folders by their sha256 too),
+so a resumed run never reuses points of another crop or of retrained weights under the
 same name.
 
 :func:`gencodec.eval.summary.summarize` turns these into the CompressAI-style JSON,
@@ -64,7 +66,8 @@ DEFAULT_QUALITIES: dict[str, list[float]] = {
 }
 NONE = "none"
 #: The settings of run.json that make a folder's results; a rerun must match them.
-CONFIGURATION = ("dataset", "images", "codecs", "preprocess", "qualities", "metrics")
+CONFIGURATION = ("dataset", "images", "codecs", "preprocess", "qualities", "metrics",
+                 "codec_options")
 #: Everything an evaluation and its summaries write in a results folder (``replace``
 #: removes these, and nothing else).
 RESULTS = ("run.json", "points", "preprocessed", "json", "points.csv", "rd_curves.png",
@@ -104,10 +107,20 @@ class Task:
     metrics: tuple[str, ...]
     out: str
     preprocess_id: str | None = None  # None: the spec itself (see preprocessor_identity)
+    #: codec -> its constructor options, as sorted (key, value) pairs (codecs run with
+    #: their defaults are not listed)
+    codec_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    codec_ids: tuple[tuple[str, str], ...] = ()  # codec -> codec_identity, those listed
 
     @property
     def identity(self) -> str:
         return self.preprocess_id or self.preprocess
+
+    def options_of(self, codec: str) -> dict[str, object]:
+        return dict(dict(self.codec_options).get(codec, ()))
+
+    def codec_id(self, codec: str) -> str | None:
+        return dict(self.codec_ids).get(codec)
 
     def points_path(self, codec: str) -> Path:
         return Path(self.out, "points", slug(self.preprocess), codec, f"{self.image.name}.json")
@@ -117,7 +130,7 @@ class Task:
         todo = {}
         for codec, qs in self.qualities:
             done = {p["quality"] for p in read_points(self.points_path(codec), self.image,
-                                                      self.identity)
+                                                      self.identity, self.codec_id(codec))
                     if all(m in p for m in metrics)}
             left = [q for q in qs if q not in done]
             if left:
@@ -125,25 +138,28 @@ class Task:
         return todo
 
 
-def read_points_file(path: Path, source: dict, identity: str) -> dict | None:
+def read_points_file(path: Path, source: dict, identity: str,
+                     codec_id: str | None = None) -> dict | None:
     """A points file of ``source`` (an :class:`ImageSource` as a dict) under the
-    preprocessor ``identity``; None if it is missing, unreadable (cut short, edited by
-    hand), or was made from another image source (another file or crop under the same
-    name) or another preprocessor (a retrained model in the same folder): its points are
-    then redone."""
+    preprocessor ``identity`` and the codec identity ``codec_id`` (None: the codec with
+    its default options); None if it is missing, unreadable (cut short, edited by hand),
+    or was made from another image source (another file or crop under the same name),
+    another preprocessor or another codec model (a retrained model in the same folder):
+    its points are then redone."""
     try:
         doc = json.loads(path.read_text())
         if doc["source"] != source or doc.get("preprocess_id") != identity \
-                or not isinstance(doc["points"], list):
+                or doc.get("codec_id") != codec_id or not isinstance(doc["points"], list):
             return None
         return doc
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def read_points(path: Path, source: ImageSource, identity: str) -> list[dict]:
+def read_points(path: Path, source: ImageSource, identity: str,
+                codec_id: str | None = None) -> list[dict]:
     """The points in a file of ``source`` (see :func:`read_points_file`)."""
-    doc = read_points_file(path, dataclasses.asdict(source), identity)
+    doc = read_points_file(path, dataclasses.asdict(source), identity, codec_id)
     return doc["points"] if doc else []
 
 
@@ -157,7 +173,22 @@ def preprocessor_identity(spec: str) -> str:
         return spec
     from gencodec.filters.model import check_spec
 
-    folder = Path(check_spec(spec)).expanduser()
+    return _folder_identity(spec, Path(check_spec(spec)).expanduser())
+
+
+def codec_identity(codec: str, options: dict[str, object]) -> str:
+    """What a codec's results depend on besides its name: its options, with a ``model``
+    that is a local folder given by the sha256 of its files (as a preprocessor's)."""
+    shown = dict(sorted(options.items()))
+    model = shown.get("model")
+    if isinstance(model, str):
+        shown["model"] = _folder_identity(model, Path(model).expanduser())
+    return f"{codec}:{json.dumps(shown, sort_keys=True)}"
+
+
+def _folder_identity(spec: str, folder: Path) -> str:
+    """``spec`` if ``folder`` is not a folder, else ``spec@sha256:...`` of every file in
+    it (relative names and contents)."""
     if not folder.is_dir():
         return spec
     digest = hashlib.sha256()
@@ -236,9 +267,11 @@ def run_task(task: Task, weights_dir: str | None = None) -> int:
     h, w = original.shape[:2]
     computed = 0
     for codec_name, qualities in todo.items():
-        codec = get_codec(codec_name)
+        codec = get_codec(codec_name, **task.options_of(codec_name))
         path = task.points_path(codec_name)
-        points = {p["quality"]: p for p in read_points(path, task.image, task.identity)}
+        codec_id = task.codec_id(codec_name)
+        points = {p["quality"]: p for p in read_points(path, task.image, task.identity,
+                                                       codec_id)}
         for q in qualities:
             data, decoded, enc_s, dec_s = _code(codec, source, q)
             payload = codec.payload(data)
@@ -250,7 +283,9 @@ def run_task(task: Task, weights_dir: str | None = None) -> int:
             computed += 1
         write_json(path, {"image": task.image.name, "source": dataclasses.asdict(task.image),
                           "preprocess": task.preprocess, "preprocess_id": task.identity,
-                          "codec": codec_name, "width": w, "height": h,
+                          "codec": codec_name,
+                          **({"codec_id": codec_id} if codec_id is not None else {}),
+                          "width": w, "height": h,
                           "preprocess_time": pre_seconds,
                           "points": sorted(points.values(), key=lambda p: p["quality"])})
     return computed
@@ -266,13 +301,17 @@ def _init_worker() -> None:
 
 
 # -- the run ------------------------------------------------------------------------------
-def parse_qualities(items: list[str] | None, codecs: list[str]) -> dict[str, list[float]]:
+def parse_qualities(items: list[str] | None, codecs: list[str],
+                    codec_options: dict[str, dict] | None = None) -> dict[str, list[float]]:
     """``["jpeg=10,50,90", "bpg=40,30"]`` or ``["10,50,90"]`` (every codec) -> settings,
-    defaults (:data:`DEFAULT_QUALITIES`) for codecs not named."""
+    defaults (:data:`DEFAULT_QUALITIES`) for codecs not named. ``codec_options``: codec
+    -> constructor options (a model decides some codecs' settings)."""
     if not codecs:
         raise InputError("--codecs: no codec named")
     codecs = list(dict.fromkeys(codecs))  # a codec named twice is run once
-    built = {codec: get_codec(codec) for codec in codecs}  # unknown: InputError
+    options = codec_options or {}
+    built = {codec: get_codec(codec, **options.get(codec, {}))
+             for codec in codecs}  # unknown: InputError
     chosen: dict[str, list[float]] = {}
     for item in items or []:
         for part in filter(None, item.split(";")):
@@ -356,16 +395,23 @@ def _remove_results(out: Path) -> None:
 def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str], out: Path,
              *, qualities: dict[str, list[float]], metrics: list[str], dataset: str,
              jobs: int | None = None, weights_dir: str | None = None,
-             progress: bool = True, replace: bool = False) -> dict:
+             progress: bool = True, replace: bool = False,
+             codec_options: dict[str, dict] | None = None) -> dict:
     """Run (or resume) an evaluation into ``out``; returns the settings written to
     ``run.json``. A folder holding another configuration is refused, or with
     ``replace`` cleared first (see the module docstring). Codecs, preprocessors and
-    metrics named twice are run once. Summaries are
-    :func:`gencodec.eval.summary.summarize`'s job."""
+    metrics named twice are run once. ``codec_options``: codec -> its constructor
+    options (``{"osdiff": {"model": "./sd21"}}``), for codecs in ``codecs``. Summaries
+    are :func:`gencodec.eval.summary.summarize`'s job."""
     codecs, preprocess, metrics = (list(dict.fromkeys(v)) for v in (codecs, preprocess,
                                                                      metrics))
+    codec_options = {c: dict(o) for c, o in (codec_options or {}).items() if o}
+    for name in codec_options:
+        if name not in codecs:
+            raise InputError(f"options given for codec {name}, which is not in --codecs")
+    built = {name: get_codec(name, **codec_options.get(name, {})) for name in codecs}
     for name in codecs:
-        ok, why = get_codec(name).available()
+        ok, why = built[name].available()
         if not ok:
             raise InputError(f"codec {name} is not available here: {why}")
     from gencodec.filters.classic import is_classic
@@ -391,7 +437,10 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
            "qualities": qualities,
            "metrics": metrics, "unavailable": suite.unavailable,
            "unavailable_details": suite.details,
-           "codec_backends": {c: get_codec(c).backend() for c in codecs}}
+           "codec_backends": {c: built[c].backend() for c in codecs}}
+    codec_ids = {c: codec_identity(c, o) for c, o in codec_options.items()}
+    if codec_options:  # absent otherwise: the run.json of earlier versions still match
+        run.update(codec_options=codec_options, codec_ids=codec_ids)
     with exclusive(out):  # two runs into one folder would undo each other's work
         previous = _previous_configuration(out)
         if previous is not None and previous != configuration(run):
@@ -406,8 +455,9 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
         for stale in out.rglob(".*.part.*"):  # temporary files of a run that was killed
             stale.unlink()
         settings = tuple((c, tuple(q)) for c, q in qualities.items())
+        options = tuple((c, tuple(sorted(o.items()))) for c, o in codec_options.items())
         tasks = [Task(im, pre, tuple(codecs), settings, tuple(metrics), str(out),
-                      identities[pre])
+                      identities[pre], options, tuple(codec_ids.items()))
                  for im in images for pre in preprocess]
         pending = [t for t in tasks if t.missing(suite.names)]
         if progress and len(pending) < len(tasks):

@@ -64,7 +64,7 @@ def load_rows(out: Path, run: dict) -> list[dict]:
             for im in run["images"]:
                 meta = read_points_file(
                     Path(out, "points", slug(pre), codec, f"{im['name']}.json"), im,
-                    identity)
+                    identity, run.get("codec_ids", {}).get(codec))
                 if meta is None:  # not done yet, damaged, or from another file or crop
                     continue
                 for p in meta["points"]:
