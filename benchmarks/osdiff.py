@@ -2,9 +2,10 @@
 """OSDiff encode and decode times at 512x768 (the paper's Table I size).
 
 CPU: a small OSDiff (random weights: VAE 8x with widths 32-64, two-level UNet of width
-64, latent codec N = M = 64) on astronaut cropped/padded to 512x768, end to end through
-the codec (container, entropy coding, float64 entropy parameters), against JPEG
-(quality 75) measured in the same run: median seconds and ratios.
+64, latent codec N = M = 64), or the model folder given by ``--model`` (its lowest rate
+model), on astronaut padded to 512x768, end to end through the codec (container,
+entropy coding, float64 entropy parameters), against JPEG (quality 75) measured in the
+same run: median seconds and ratios.
 
 GPU (only when CUDA is available): SD 2.1-architecture UNet and VAE with random weights
 in float16 (timing does not depend on the weights) and the public sizes of the latent
@@ -12,7 +13,7 @@ codec and control branch: encode (VAE encoder + G_a + hyperprior + ANS coding) a
 decode (ANS decoding + context model + G_s + one UNet/control step + VAE decoder).
 Paper: 0.101 s encode, 0.060 s decode on an RTX 4090.
 
-    python benchmarks/osdiff.py [--repeats 3] [--json out.json]
+    python benchmarks/osdiff.py [--repeats 3] [--model DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -72,15 +73,18 @@ def small_model_dir(folder: Path) -> Path:
     return folder
 
 
-def cpu_rows(repeats: int) -> dict:
+def cpu_rows(repeats: int, model: str | None = None) -> dict:
     from gencodec.codecs_ext import get_codec
 
     image = photo_512x768()
     with tempfile.TemporaryDirectory() as tmp:
-        osd = get_codec("osdiff", model=str(small_model_dir(Path(tmp))))
+        folder = model or str(small_model_dir(Path(tmp)))
+        osd = get_codec("osdiff", model=folder)
+        q = int(osd.quality.lo)
         jpeg = get_codec("jpeg")
-        stream, jstream = osd.encode(image, 1), jpeg.encode(image, 75)
-        r = {"osdiff_encode_s": median_seconds(lambda: osd.encode(image, 1), repeats),
+        stream, jstream = osd.encode(image, q), jpeg.encode(image, 75)
+        r = {"model": model or "small random (see the docstring)",
+             "osdiff_encode_s": median_seconds(lambda: osd.encode(image, q), repeats),
              "osdiff_decode_s": median_seconds(lambda: osd.decode(stream), repeats),
              "jpeg_encode_s": median_seconds(lambda: jpeg.encode(image, 75), repeats),
              "jpeg_decode_s": median_seconds(lambda: jpeg.decode(jstream), repeats),
@@ -118,10 +122,12 @@ def gpu_rows(repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", metavar="DIR",
+                    help="time this OSDiff model folder on CPU (default: a small random one)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    rows = {"cpu": cpu_rows(args.repeats)}
+    rows = {"cpu": cpu_rows(args.repeats, args.model)}
     rows["gpu"] = gpu_rows(args.repeats) if torch.cuda.is_available() else \
         "skipped: no CUDA device"
     print(json.dumps(rows, indent=1))
