@@ -2,7 +2,9 @@
 // x86-64 / other CPU and once under #pragma GCC target("avx2,fma"), each time inside its
 // own namespace. No include guard on purpose; the standard headers it needs come first in
 // intra.cpp. -ffp-contract=off holds for both; the transforms' multiply-adds are fused in
-// the avx2 build only (madd), so the two agree to a few ulps, not bit for bit.
+// the avx2 build only (madd), so the two builds round differently (not bit for bit: the
+// closed loop can amplify a last-bit difference on large planes); each matches the
+// PyTorch reference as the tests check it.
 //
 // Layouts. A block's samples are n x n, row-major. The 2-D transforms below skip their
 // last transpose: forward_t(D) = (A D A^T)^T, the coefficients transposed, and
@@ -183,7 +185,7 @@ inline Vec4 load4(const double* p) { return *reinterpret_cast<const Vec4*>(p); }
 inline void store4(double* p, Vec4 v) { *reinterpret_cast<Vec4*>(p) = v; }
 inline double lanes_sum(Vec4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
-// sum |c| and sum a * b over NN values (NN a multiple of 4), in four vector partial sums
+// sum |c| and sum a * b over NN values (NN a multiple of 16), in four vector partial sums
 // (up to four chains of independent additions: one would wait on each add's latency)
 constexpr Mask4 kAbs = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};
 inline Vec4 vabs(Vec4 v) { return (Vec4)((Mask4)v & kAbs); }  // the sign bits cleared
