@@ -138,18 +138,6 @@ def cpu_rd(qualities: list[int]) -> list[dict]:
     return rows
 
 
-SD21_UNET = dict(sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280),
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                 cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                 use_linear_projection=True)
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-              block_out_channels=(128, 256, 512, 512),
-              down_block_types=("DownEncoderBlock2D",) * 4,
-              up_block_types=("UpDecoderBlock2D",) * 4, sample_size=768)
-
-
 def gpu_sd21(height: int = 512, width: int = 768, reps: int = 10) -> dict:
     import tempfile
     from pathlib import Path
@@ -159,11 +147,14 @@ def gpu_sd21(height: int = 512, width: int = 768, reps: int = 10) -> dict:
 
     from gencodec import rcc
     from gencodec.diffusion import load_backbone
+    from gencodec.diffusion.sd import SD21_UNET_CONFIG, SD_VAE_CONFIG
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        UNet2DConditionModel(**SD21_UNET).save_pretrained(folder / "unet")
-        AutoencoderKL(**SD_VAE).save_pretrained(folder / "vae")
+        # SD 2.1 at 768 pixels (v-prediction)
+        UNet2DConditionModel(**dict(SD21_UNET_CONFIG, sample_size=96)).save_pretrained(
+            folder / "unet")
+        AutoencoderKL(**dict(SD_VAE_CONFIG, sample_size=768)).save_pretrained(folder / "vae")
         DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                       prediction_type="v_prediction").save_pretrained(folder / "scheduler")
         (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')

@@ -97,7 +97,7 @@ def cpu_rows(repeats: int, model: str | None = None) -> dict:
 def gpu_rows(repeats: int) -> dict:
     import diffusers
 
-    from gencodec.osdiff.keymap import SD21_UNET_CONFIG, SD_VAE_CONFIG
+    from gencodec.diffusion.sd import SD21_UNET_CONFIG, SD_VAE_CONFIG
     from gencodec.osdiff.model import OSDiff, OSDiffConfig
 
     torch.manual_seed(0)

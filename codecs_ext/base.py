@@ -135,7 +135,12 @@ class Codec(abc.ABC):
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decode a container stream made by :meth:`encode`."""
-        stream = container.unpack(data, codec=self.name, fingerprint=self.fingerprint)
+        return self._decode_stream(container.unpack(data, codec=self.name,
+                                                    fingerprint=self.fingerprint))
+
+    def _decode_stream(self, stream: container.Stream) -> np.ndarray:
+        """The image of an unpacked stream: its size within the pixel limit, the
+        decoder's failures as :class:`BitstreamError`, the decoded shape checked."""
         h, w = stream.header.height, stream.header.width
         if w * h > imageio.MAX_PIXELS:
             raise BitstreamError(f"{self.name}: stream claims {w}x{h} pixels, above the limit "

@@ -173,13 +173,17 @@ class OsdiffCodec(Codec):
         q, words = parse_payload(payload)
         model = self.model(q)
         pw, ph = self.padded_size(width, height)
-        x = model.decompress(words, (ph, pw))[0]
+        try:
+            x = model.decompress(words, (ph, pw))[0]
+        except BitstreamError as exc:  # the entropy decoder's: name the codec
+            raise BitstreamError(f"{self.name}: {exc}") from None
         return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     def decode(self, data: bytes) -> np.ndarray:
-        """Decode a stream; another model's stream is refused by its fingerprint."""
-        from gencodec.imageio import MAX_PIXELS
-
+        """Decode a stream with the rate model its payload names; another model's stream
+        is refused by its fingerprint. The rate model is loaded first, so one that does
+        not load is an InputError (not stream damage); the base class then checks and
+        decodes the stream (size limit, decoder errors, the decoded shape)."""
         stream = container.unpack(data, codec=self.name)
         q, _ = parse_payload(stream.payload)
         if q not in self.rate_models:
@@ -191,19 +195,8 @@ class OsdiffCodec(Codec):
                 f"backbone or rate model than {self.folder} (q{q}) (stream "
                 f"{stream.header.fingerprint.hex()[:16]}..., decoder "
                 f"{self.fingerprint_of(q).hex()[:16]}...)")
-        h, w = stream.header.height, stream.header.width
-        if w * h > MAX_PIXELS:
-            raise BitstreamError(f"{self.name}: stream claims {w}x{h} pixels, above the limit "
-                                 f"of {MAX_PIXELS} (GENCODEC_MAX_PIXELS)")
-        try:
-            out = self._decode_payload(stream.payload, w, h)
-        except BitstreamError as exc:
-            raise BitstreamError(f"{self.name}: {exc}") from None
-        except GencodecError:  # the model does not load (InputError): not the stream's fault
-            raise
-        except Exception as exc:  # noqa: BLE001 - the payload passed its CRC but not decoding
-            raise BitstreamError(f"{self.name}: payload does not decode: {exc}") from None
-        return np.ascontiguousarray(out[:h, :w])
+        self.model(q)
+        return self._decode_stream(stream)
 
 
 def parse_payload(payload: bytes) -> tuple[int, np.ndarray]:

@@ -43,9 +43,10 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
+from gencodec.diffusion.sd import vae_latent  # noqa: E402
 from gencodec.errors import InputError  # noqa: E402
 from gencodec.train import common  # noqa: E402
-from gencodec.train.osdiff import PhotoCrops  # noqa: E402
+from gencodec.train.data import PhotoCrops  # noqa: E402
 
 LATENT_CHANNELS = 4
 #: the zero text embedding's length (as CLIP's, and OSDiff's default conditioning)
@@ -170,7 +171,7 @@ def unet_loss(unet, vae, alphas_cumprod: torch.Tensor, x: torch.Tensor,
     """Stage b's loss: the epsilon-prediction DDPM loss on the scaled posterior means of
     images ``x`` in [0, 1], at t uniform in 0..T-1, zero text embedding."""
     with torch.no_grad():
-        y0 = vae.encode(x * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+        y0 = vae_latent(vae, x * 2 - 1)
     n = y0.shape[0]
     t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator)
     eps = torch.randn(y0.shape, generator=generator)

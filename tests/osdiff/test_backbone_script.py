@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gencodec.diffusion.sd import latent_scaling
 from gencodec.imageio import save_image
 from gencodec.osdiff.model import OSDiff, OSDiffConfig
 
@@ -71,7 +72,7 @@ def test_stages_train_and_the_folder_loads_in_osdiff(photos, tmp_path):
 
     script.save_backbone(out, vae=vae, unet=unet, scheduler=sched)
     model = OSDiff.from_backbone(out, OSDiffConfig.tiny())
-    assert model.scaling_factor == pytest.approx(scale)
+    assert latent_scaling(model.vae) == (pytest.approx(scale), 0.0)
     assert model.prediction_type == "epsilon" and model.vae_factor == 2
     for saved, trained in ((model.vae, vae), (model.unet, unet)):
         ref = trained.state_dict()

@@ -40,6 +40,17 @@ def test_round_trip(codecs, stream, photo48x40, psnr):
     assert np.isfinite(psnr(out, photo48x40))
 
 
+def test_decoded_shape_is_checked(codecs, stream, monkeypatch):
+    """A decoder that gives an image smaller than the stream's (a 48x32 one for 48x40)
+    is refused by the base class's shape check, not cropped silently."""
+    codec = codecs[0]
+    model = codec.model(2)
+    whole = model.decompress
+    monkeypatch.setattr(model, "decompress", lambda words, shape: whole(words, shape)[..., :32, :])
+    with pytest.raises(BitstreamError, match=r"decoded an array of shape \(32, 48, 3\)"):
+        codec.decode(stream)
+
+
 def test_quality_range_and_options(codecs, osdiff_dirs, tmp_path):
     from gencodec.codecs_ext import get_codec
 

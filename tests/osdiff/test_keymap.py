@@ -27,11 +27,12 @@ def ours() -> dict:
     tensors: shapes only, nothing allocated)."""
     import diffusers
 
+    from gencodec.diffusion.sd import SD21_UNET_CONFIG, SD_VAE_CONFIG
     from gencodec.osdiff.model import OSDiff, OSDiffConfig
 
     with torch.device("meta"):
-        unet = diffusers.UNet2DConditionModel(**keymap.SD21_UNET_CONFIG)
-        vae = diffusers.AutoencoderKL(**keymap.SD_VAE_CONFIG)
+        unet = diffusers.UNet2DConditionModel(**SD21_UNET_CONFIG)
+        vae = diffusers.AutoencoderKL(**SD_VAE_CONFIG)
         model = OSDiff(OSDiffConfig(), vae, unet, np.linspace(0.999, 0.005, 1000))
     return {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
 

@@ -84,15 +84,28 @@ def test_control_changes_eps_when_trained(osdiff_model):
 
 
 def test_unet_features(osdiff_model):
+    """The features are those the UNet's own forward pass computes: conv_in's output,
+    its down blocks' skip features and the middle block's output."""
     z = torch.randn(2, 4, 16, 16)
     t = torch.tensor([10, 500])
-    plain = osdiff_model.unet_features(z, t)
-    ctrl = osdiff_model.unet_features(z, t, torch.randn(2, 4, 16, 16))
+    feats = osdiff_model.unet_features(z, t)
     # conv_in, one resnet per level, one downsampler, then the middle block
-    assert [f.shape[1:] for f in plain] == [(8, 16, 16), (8, 16, 16), (8, 8, 8), (16, 8, 8),
+    assert [f.shape[1:] for f in feats] == [(8, 16, 16), (8, 16, 16), (8, 8, 8), (16, 8, 8),
                                             (16, 8, 8)]
-    assert [f.shape for f in ctrl] == [f.shape for f in plain]
-    assert not torch.allclose(plain[-1], ctrl[-1])
+    unet, seen = osdiff_model.unet, []
+    hooks = [unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(o))]
+    hooks += [b.register_forward_hook(lambda m, i, o: seen.extend(o[1]))
+              for b in unet.down_blocks]
+    hooks.append(unet.mid_block.register_forward_hook(lambda m, i, o: seen.append(o)))
+    try:
+        with torch.no_grad():
+            unet(z, t, encoder_hidden_states=osdiff_model.context(2))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(feats)
+    for mine, theirs in zip(feats, seen):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
 def test_shared_noise_is_deterministic(osdiff_model):

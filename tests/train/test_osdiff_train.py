@@ -147,6 +147,11 @@ def test_photo_crops_are_keyed_by_step(photo_dirs):
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
     with pytest.raises(InputError, match="smaller than the crop"):
         osdiff.PhotoCrops(str(photo_dirs[0]), 128)
+    # decoding the photos when drawn (the distillation's sampler) draws the same crops
+    lazy = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=1, preload=False)
+    assert torch.equal(lazy.batch(5, 3), a) and lazy.fingerprint() == crops.fingerprint()
+    with pytest.raises(InputError, match="smaller than the crop"):
+        osdiff.PhotoCrops(str(photo_dirs[0]), 128, preload=False).batch(0, 1)
 
 
 def test_steps_are_finite_and_the_backbone_stays_frozen(photo_dirs, backbone, tmp_path):

@@ -31,6 +31,21 @@ REFINER_T = 200
 WEIGHTS_NAME = "diffusion_pytorch_model"
 CONFIG_NAMES = ("config.json", "scheduler_config.json")
 
+#: The diffusers configs of SD 2.1's UNet (``v2-1_512-ema-pruned``, the backbone of
+#: OSDiff's public weights; the 768-pixel v-prediction model differs only in
+#: ``sample_size=96``) and of the SD VAE, for building these backbones without the hub.
+SD21_UNET_CONFIG = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32)
+SD_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, sample_size=512,
+    scaling_factor=0.18215)
+
 
 def component_files(folder: Path, subfolder: str) -> list[Path]:
     """The files diffusers' ``from_pretrained(folder, subfolder=...)`` reads (no
@@ -125,9 +140,33 @@ class _Unet:
         return out[0].float().cpu().numpy()
 
 
+def latent_scaling(vae) -> tuple[float, float]:
+    """(scale, shift) of a diffusers AutoencoderKL's latent space: the diffusion model's
+    latent is x_0 = (z - shift) * scale for the VAE's z (``shift_factor``: Flux's VAE; 0
+    for SD's)."""
+    return float(vae.config.scaling_factor), float(vae.config.get("shift_factor") or 0.0)
+
+
+def vae_latent(vae, x, dtype=None):
+    """x_0 = (mean(E(x)) - shift) * scale of images ``x`` in [-1, 1] (the posterior mean,
+    so encoding is deterministic), computed in ``dtype`` (default: that of the
+    encoder's output)."""
+    scale, shift = latent_scaling(vae)
+    mean = vae.encode(x).latent_dist.mean
+    return ((mean if dtype is None else mean.to(dtype)) - shift) * scale
+
+
+def vae_image(vae, x0):
+    """D(x_0 / scale + shift), the inverse of :func:`vae_latent`: the decoder's output
+    (images in about [-1, 1]); x_0 is unscaled where it is, then moved to the VAE's
+    device and dtype."""
+    scale, shift = latent_scaling(vae)
+    return vae.decode((x0 / scale + shift).to(vae.device, vae.dtype)).sample
+
+
 class VaeLatents:
-    """The latent space of a diffusers AutoencoderKL: x_0 = (mean(E(x)) - shift) * scale
-    (the posterior mean, so encoding is deterministic), decoded back through D."""
+    """The latent space of a diffusers AutoencoderKL (:func:`vae_latent`, in float32),
+    decoded back through D (:func:`vae_image`)."""
 
     def _load_vae(self, folder: Path, device: str, dtype) -> None:
         import torch
@@ -137,8 +176,6 @@ class VaeLatents:
         self.vae_dtype = torch.float32 if config.get("force_upcast", False) else dtype
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae",
                                                  torch_dtype=self.vae_dtype).to(device).eval()
-        self.scale = float(self.vae.config.scaling_factor)
-        self.shift = float(self.vae.config.get("shift_factor") or 0.0)
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
@@ -151,15 +188,14 @@ class VaeLatents:
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
         x = x.to(self.device, self.vae_dtype) / 127.5 - 1.0
         with torch.inference_mode():
-            mean = self.vae.encode(x).latent_dist.mean
-        return ((mean[0].float() - self.shift) * self.scale).cpu().numpy()
+            return vae_latent(self.vae, x, torch.float32)[0].cpu().numpy()
 
     def decode_latent(self, x0: np.ndarray) -> np.ndarray:
         import torch
 
-        z = torch.from_numpy(np.asarray(x0, np.float32)[None]) / self.scale + self.shift
+        z = torch.from_numpy(np.asarray(x0, np.float32)[None])
         with torch.inference_mode():
-            x = self.vae.decode(z.to(self.device, self.vae_dtype)).sample[0].float()
+            x = vae_image(self.vae, z)[0].float()
         return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 

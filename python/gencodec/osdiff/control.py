@@ -17,8 +17,9 @@ from torch import nn
 
 
 def find_denominator(number: int, start: int) -> int:
-    """The largest divisor of ``number`` not above ``start`` (group counts of the
-    control branch's GroupNorms, as the public model)."""
+    """The largest divisor of ``number`` not above ``start``: the group counts of the
+    GroupNorms here and in the discriminator's heads (as the public model) and the
+    control branch's attention head sizes."""
     if start >= number:
         return number
     while number % start:
@@ -162,9 +163,8 @@ class ControlBranch(nn.Module):
         self.register_buffer("scale_list", torch.full((n,), float(control_scale)))
 
     def forward(self, unet, y_t: torch.Tensor, t: torch.Tensor, hint: torch.Tensor,
-                context: torch.Tensor, features_only: bool = False):
-        """The UNet's output on y_t with the control features of cat(y_t, hint) added;
-        with ``features_only``, the list of its input-block and middle-block features."""
+                context: torch.Tensor):
+        """The UNet's output on y_t with the control features of cat(y_t, hint) added."""
         t_sin = unet.time_proj(t).to(y_t.dtype)
         temb_base, temb_ctrl = unet.time_embedding(t_sin), self.time_embedding(t_sin)
         scales = iter(self.scale_list)
@@ -181,8 +181,6 @@ class ControlBranch(nn.Module):
         h_base = unet.mid_block(h_base, temb_base, encoder_hidden_states=context)
         h_ctrl = self.mid_block(h_ctrl, temb_ctrl, encoder_hidden_states=context)
         h_base = h_base + self.mid_zero_conv(h_ctrl) * next(scales)
-        if features_only:
-            return hs_base + [h_base]
         for k, (resnet, attention, upsampler) in enumerate(output_blocks(unet)):
             h_base = h_base + self.dec_zero_convs[k](hs_ctrl.pop()) * next(scales)
             h_base = resnet(torch.cat([h_base, hs_base.pop()], 1), temb_base)

@@ -27,18 +27,19 @@ resolution.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from gencodec.osdiff.control import find_denominator
 
 __all__ = ["FeatureDiscriminator", "discriminator_loss", "generator_loss", "renoise"]
 
 
 def _head(channels: int, hidden: int) -> torch.nn.Sequential:
     return torch.nn.Sequential(
-        torch.nn.GroupNorm(math.gcd(32, channels), channels),
+        torch.nn.GroupNorm(find_denominator(channels, 32), channels),
         torch.nn.Conv2d(channels, hidden, 3, padding=1),
         torch.nn.SiLU(),
         torch.nn.Conv2d(hidden, 1, 1))

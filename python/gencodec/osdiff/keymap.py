@@ -54,6 +54,7 @@ import re
 
 import torch
 
+# re-exported: the backbone the public weights go with (benchmarks/osdiff.py builds it)
 from gencodec.osdiff.entropy import LIKELIHOOD_BOUND, SCALE_BOUND, scale_table
 
 CODEC_PREFIX, CONTROL_PREFIX = "preprocess_model.", "control_model."
@@ -204,17 +205,3 @@ def warn_if_unconditioned(model) -> bool:
                   UserWarning, stacklevel=2)
     return True
 
-
-#: The diffusers configs of the backbone the public weights go with (SD 2.1-base: the
-#: ``v2-1_512-ema-pruned`` UNet and the SD VAE), for building it without the hub.
-SD21_UNET_CONFIG = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32)
-SD_VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, sample_size=512,
-    scaling_factor=0.18215)

@@ -14,7 +14,7 @@ Interface for training (``gencodec.train.osdiff``)::
 
     model = OSDiff.from_backbone(sd_folder, OSDiffConfig())   # or OSDiff(cfg, vae, unet, alphas)
     out = model(x, training=True)          # x in [0, 1]: y0, y_c, y_r, likelihoods, bpp
-    feats = model.unet_features(z_t, t, control_cond=None)     # Eq. 14 discriminator input
+    feats = model.unet_features(z_t, t)    # Eq. 14 discriminator input
     model.aux_loss(); model.update_entropy_tables()
     model.save_rate_model(folder); OSDiff.load_rate_model(...)
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gencodec.diffusion.sd import vae_image, vae_latent
 from gencodec.osdiff.control import ControlBranch, unet_features
 from gencodec.osdiff.latent_codec import LATENT_MULTIPLE, LatentCodec
 
@@ -136,8 +137,6 @@ class OSDiff(nn.Module):
         if prompt_embeds is None:
             prompt_embeds = torch.zeros(1, 77, unet.config.cross_attention_dim)
         self.register_buffer("prompt_embeds", prompt_embeds.float(), persistent=False)
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.shift_factor = float(vae.config.get("shift_factor") or 0.0)
         #: VAE downsampling; image sides are coded in multiples of ``pad_multiple``
         #: (the VAE's factor times the latent codec's 8: 64 for SD)
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -220,16 +219,14 @@ class OSDiff(nn.Module):
         self.latent_codec.update()
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """y0 = E_SD(x): the posterior mean of the frozen VAE, scaled; x in [0, 1]."""
+        """y0 = E_SD(x): the posterior mean of the frozen VAE, scaled
+        (:func:`gencodec.diffusion.sd.vae_latent`); x in [0, 1]."""
         with torch.no_grad():
-            mean = self.vae.encode(x.to(self.vae.dtype) * 2 - 1).latent_dist.mean
-        return ((mean - self.shift_factor) * self.scaling_factor).float()
+            return vae_latent(self.vae, x.to(self.vae.dtype) * 2 - 1).float()
 
     def decode_latent(self, y: torch.Tensor) -> torch.Tensor:
         """D_SD(y) in [0, 1] (gradients flow to y, not to the frozen decoder)."""
-        z = y / self.scaling_factor + self.shift_factor
-        x = self.vae.decode(z.to(self.vae.dtype)).sample.float()
-        return ((x + 1) / 2).clamp(0, 1)
+        return ((vae_image(self.vae, y).float() + 1) / 2).clamp(0, 1)
 
     def context(self, batch: int) -> torch.Tensor:
         return self.prompt_embeds.to(self.unet.dtype).expand(batch, -1, -1)
@@ -262,16 +259,10 @@ class OSDiff(nn.Module):
         a = self.alphas_cumprod[self.config.timestep]
         return (y_t - (1 - a).sqrt() * self.eps(y_t, t, y_c)) / a.sqrt()
 
-    def unet_features(self, z_t: torch.Tensor, t: torch.Tensor,
-                      control_cond: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Features of the UNet's input blocks and middle block at (z_t, t) (Eq. 14's
-        discriminator reads them), with the control of ``control_cond`` when given."""
-        dt = self.unet.dtype
-        ctx = self.context(len(z_t))
-        if control_cond is None:
-            return unet_features(self.unet, z_t.to(dt), t, ctx)
-        return self.control(self.unet, z_t.to(dt), t, control_cond.to(dt), ctx,
-                            features_only=True)
+    def unet_features(self, z_t: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """Features of the frozen UNet's input blocks and middle block at (z_t, t), without
+        the control branch (Eq. 14's discriminator reads them)."""
+        return unet_features(self.unet, z_t.to(self.unet.dtype), t, self.context(len(z_t)))
 
     def forward(self, x: torch.Tensor, training: bool = True, decode: bool = False,
                 noise: torch.Tensor | None = None) -> OSDiffOutput:

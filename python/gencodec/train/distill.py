@@ -38,7 +38,7 @@ from gencodec.train.cid_loss import (add_noise, fake_score_loss, generator_losse
                                      sample_timesteps, signal_noise)
 from gencodec.train.distill_config import CiDConfig, DistillConfig
 
-__all__ = ["CiDConfig", "CiDDistiller", "CropSampler", "DistillConfig", "train"]
+__all__ = ["CiDConfig", "CiDDistiller", "DistillConfig", "train"]
 
 
 class CiDDistiller:
@@ -200,45 +200,6 @@ class CiDDistiller:
 
 
 # -- the Stable Diffusion run ------------------------------------------------------------------
-class CropSampler:
-    """Each step's images: random ``size`` crops with random horizontal flips of the
-    photos in a folder, a pure function of ``(seed, step)`` (a resumed run and every
-    DDP rank draw the same global batch). Photos are decoded when drawn."""
-
-    def __init__(self, folder: str, size: int, seed: int):
-        from gencodec.train.data import image_files
-
-        self.files, self.size, self.seed = image_files(folder), size, seed
-
-    def batch(self, step: int, count: int) -> torch.Tensor:
-        """``count`` crops, N x 3 x size x size float32 in [0, 1]."""
-        import numpy as np
-
-        from gencodec.errors import InputError
-        from gencodec.imageio import load_image
-
-        rng = np.random.default_rng([self.seed, step])
-        out = []
-        for i in rng.integers(0, len(self.files), count):
-            image = load_image(self.files[i])
-            h, w = image.shape[:2]
-            if min(h, w) < self.size:
-                raise InputError(f"{self.files[i]}: {w}x{h} is smaller than the crop size "
-                                 f"{self.size}")
-            y, x = rng.integers(0, h - self.size + 1), rng.integers(0, w - self.size + 1)
-            crop = image[y:y + self.size, x:x + self.size]
-            out.append(np.ascontiguousarray(crop[:, ::-1] if rng.integers(0, 2) else crop))
-        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
-
-
-def encode_latents(vae, x: torch.Tensor) -> torch.Tensor:
-    """``z_h``: the VAE latent mean of images in [0, 1], scaled as the filter does
-    (``s * (E(2x - 1).mean - shift)``)."""
-    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-    mean = vae.encode(x * 2.0 - 1.0).latent_dist.mean
-    return (mean - shift) * float(vae.config.scaling_factor)
-
-
 LOG_COLUMNS = ("loss_fake", "L_id", "L_score", "L_cid", "grad_fake", "grad_student", "mse_input")
 
 
@@ -254,8 +215,10 @@ def train(cfg: DistillConfig, stream=None):
 
     from tqdm import tqdm
 
+    from gencodec.diffusion.sd import vae_latent
     from gencodec.errors import InputError
     from gencodec.train.cid_networks import build_networks, load_teacher, save_student
+    from gencodec.train.data import PhotoCrops
 
     stream = stream or sys.stderr
     for name in ("steps", "size", "log_every", "ckpt_every"):
@@ -273,7 +236,7 @@ def train(cfg: DistillConfig, stream=None):
         resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
                                                   dist=dist)
         common.seed_everything(cfg.cid.seed)
-        sampler = CropSampler(cfg.train, cfg.size, cfg.cid.seed)
+        sampler = PhotoCrops(cfg.train, cfg.size, cfg.cid.seed, preload=False)
         teacher = load_teacher(cfg.teacher)
         real, fake, student = build_networks(teacher, cfg.cid.t_init)
         if cfg.gradient_checkpointing:
@@ -305,7 +268,8 @@ def train(cfg: DistillConfig, stream=None):
         while trainer.step < cfg.steps:
             x = sampler.batch(trainer.step, cfg.cid.global_batch)[lo:lo + per_rank]
             with torch.no_grad(), common.autocast(dist.device, trainer.amp):
-                z_h = encode_latents(vae, x.to(dist.device)).float()
+                # z_h: the VAE's scaled posterior mean, as the filter computes it
+                z_h = vae_latent(vae, x.to(dist.device) * 2.0 - 1.0).float()
             logs = trainer.train_step(z_h)
             values = torch.tensor([logs[k] for k in LOG_COLUMNS], dtype=torch.float64)
             values = common.mean_over_ranks(values, dist)

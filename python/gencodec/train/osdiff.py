@@ -32,13 +32,13 @@ autocast the generator and discriminator updates go through their own GradScaler
 (:meth:`gencodec.osdiff.model.OSDiff.forward`).
 
 Randomness is keyed by the step: the crops of the *global* batch come from
-``numpy.random.default_rng([seed, step])`` (:class:`PhotoCrops`); the discriminator's
-timesteps and noise from a torch generator seeded with ``(seed, step, phase)``; the
-start noise ``y_T`` of Eq. 8 and the rate proxy's uniform noise of each image from
-generators keyed by ``(seed, step, index of the image in the global batch)`` (the
-model runs one image at a time for that, :meth:`OSDiffTrainer._forward`). Each DDP
-rank takes its slice of the global batch and the gradients are averaged over the
-ranks, so a resumed run continues the same curve and ``torchrun`` with N processes
+``numpy.random.default_rng([seed, step])`` (:class:`gencodec.train.data.PhotoCrops`);
+the discriminator's timesteps and noise from a torch generator seeded with ``(seed,
+step, phase)``; the start noise ``y_T`` of Eq. 8 and the rate proxy's uniform noise of
+each image from generators keyed by ``(seed, step, index of the image in the global
+batch)`` (the model runs one image at a time for that, :meth:`OSDiffTrainer._forward`).
+Each DDP rank takes its slice of the global batch and the gradients are averaged over
+the ranks, so a resumed run continues the same curve and ``torchrun`` with N processes
 follows one process with the same global batch (up to the order of float sums).
 """
 
@@ -52,7 +52,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +59,7 @@ from gencodec.errors import InputError
 from gencodec.osdiff.discriminator import (FeatureDiscriminator, discriminator_loss,
                                            generator_loss, renoise)
 from gencodec.train import common
+from gencodec.train.data import PhotoCrops
 from gencodec.train.osdiff_config import OPTIMIZERS, OSDiffTrainConfig
 
 __all__ = ["OSDiffTrainConfig", "OSDiffTrainer", "PhotoCrops", "generator_losses", "train"]
@@ -68,50 +68,6 @@ LOG_COLUMNS = ("loss", "diff", "rate", "feature", "gan", "d_loss", "d_real", "d_
                "d_accuracy", "aux", "grad_g", "grad_d")
 #: Phases of the keyed random draws.
 _PHASE_GAN, _PHASE_DISC, _PHASE_START_NOISE, _PHASE_RATE_NOISE = 0, 1, 2, 3
-
-
-# -- data ----------------------------------------------------------------------------------
-class PhotoCrops:
-    """Each step's images: random ``crop`` x ``crop`` windows, randomly flipped, of the
-    photos in a folder (held in memory, box-downscaled to ``short_side`` first when it
-    is > 0, :func:`gencodec.train.patches.downscale`), a pure function of
-    ``(seed, step)``: a resumed run and every DDP rank draw the same global batch."""
-
-    def __init__(self, folder: str, crop: int, seed: int = 0, short_side: int = 0):
-        from gencodec.imageio import load_image
-        from gencodec.train.data import image_files
-        from gencodec.train.patches import downscale
-
-        self.files = image_files(folder)
-        self.crop, self.seed = int(crop), int(seed)
-        self.photos = []
-        for f in self.files:
-            image = load_image(f)
-            image = downscale(image, short_side) if short_side > 0 else image
-            if min(image.shape[:2]) < self.crop:
-                raise InputError(f"{f}: {image.shape[1]}x{image.shape[0]} (after scaling) is "
-                                 f"smaller than the crop size {self.crop}")
-            self.photos.append(np.ascontiguousarray(image))
-
-    def fingerprint(self) -> str:
-        """sha256 over the (scaled) photos' pixels, for the resume check."""
-        h = hashlib.sha256()
-        for im in self.photos:
-            h.update(repr(im.shape).encode())
-            h.update(im.tobytes())
-        return h.hexdigest()[:16]
-
-    def batch(self, step: int, count: int) -> torch.Tensor:
-        """``count`` crops, N x 3 x crop x crop float32 in [0, 1]."""
-        rng = np.random.default_rng([self.seed, step])
-        out = np.empty((count, self.crop, self.crop, 3), np.uint8)
-        for k, i in enumerate(rng.integers(0, len(self.photos), count)):
-            im = self.photos[i]
-            y = rng.integers(0, im.shape[0] - self.crop + 1)
-            x = rng.integers(0, im.shape[1] - self.crop + 1)
-            window = im[y:y + self.crop, x:x + self.crop]
-            out[k] = window[:, ::-1] if rng.integers(0, 2) else window
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
 
 
 # -- losses --------------------------------------------------------------------------------
