@@ -12,6 +12,14 @@ depends on the input within :attr:`receptive_field` pixels, and tiled inference 
 that much context equals whole-frame inference. The global skip makes the network
 predict a correction to its input.
 
+With ``keep_means = k > 1`` the correction is projected so that it sums to zero over
+every k x k block of the frame (blocks from the top-left pixel): the output keeps the
+input's k x k block means (up to the final clamp to [0, 1]) and can change only the
+detail inside the blocks. GMSD and HaarPSI compare images after 2 x 2 average pooling
+(their model of viewing distance), FSIM and VSI after k x k pooling with k about
+min(H, W) / 256, so with k = 2 such a model only removes or reshapes detail those
+metrics do not resolve, and never moves what they see.
+
 Saved as ``gencodec_filter.json`` (architecture ``compact`` and the config) plus
 ``model.safetensors``.
 """
@@ -19,6 +27,7 @@ Saved as ``gencodec_filter.json`` (architecture ``compact`` and the config) plus
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from gencodec.errors import InputError
 from gencodec.filters.model import CONFIG_NAME, FrameModel, read_config, write_config
@@ -38,6 +48,7 @@ class CompactConfig:
     channels: int = 32
     blocks: int = 4
     scale: int = 2
+    keep_means: int = 1  # k > 1: the correction has zero mean over every k x k block
 
 
 class _ResBlock(nn.Module):
@@ -57,25 +68,31 @@ class CompactFilterNet(FrameModel):
     scriptable = True
     __jit_ignored_attributes__ = ["config"]
 
-    def __init__(self, channels: int = 32, blocks: int = 4, scale: int = 2):
+    def __init__(self, channels: int = 32, blocks: int = 4, scale: int = 2,
+                 keep_means: int = 1):
         super().__init__()
-        if channels < 1 or blocks < 0 or scale < 1:
-            raise ValueError("compact: channels >= 1, blocks >= 0, scale >= 1")
-        self.config = CompactConfig(channels, blocks, scale)
+        if channels < 1 or blocks < 0 or scale < 1 or keep_means < 1:
+            raise ValueError("compact: channels >= 1, blocks >= 0, scale >= 1, "
+                             "keep_means >= 1")
+        self.config = CompactConfig(channels, blocks, scale, keep_means)
+        self.keep_means = keep_means
         s2 = 3 * scale * scale
         self.unshuffle = nn.PixelUnshuffle(scale)
         self.conv_in = nn.Conv2d(s2, channels, 3, padding=1)
         self.body = nn.Sequential(*[_ResBlock(channels) for _ in range(blocks)])
         self.conv_out = nn.Conv2d(channels, s2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(scale)
-        self.multiple = scale
-        # 2 + 2 * blocks 3x3 convolutions at 1/scale resolution.
-        self.receptive_field = scale * (2 + 2 * blocks) + scale - 1
+        self.multiple = math.lcm(scale, keep_means)
+        # 2 + 2 * blocks 3x3 convolutions at 1/scale resolution, then the block means.
+        self.receptive_field = scale * (2 + 2 * blocks) + scale - 1 + keep_means - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(self.unshuffle(x))
-        h = self.conv_out(self.body(h))
-        return (x + self.shuffle(h)).clamp(0.0, 1.0)
+        r = self.shuffle(self.conv_out(self.body(h)))
+        k = self.keep_means
+        if k > 1:
+            r = r - F.interpolate(F.avg_pool2d(r, k), scale_factor=float(k), mode="nearest")
+        return (x + r).clamp(0.0, 1.0)
 
     # -- persistence ---------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:

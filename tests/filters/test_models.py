@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -182,3 +183,51 @@ def test_compact_configs_that_do_not_fit_say_so_in_one_line(compact_dir, tmp_pat
             load_frame_model(variant(f"bad-{bad}", channels=bad))
         assert str(exc.value).endswith(f"bad compact config: channels must be a whole "
                                        f"number, not {bad!r}")
+
+
+@pytest.mark.parametrize("scale,k", [(2, 2), (4, 2), (1, 3)])
+def test_compact_keep_means_keeps_every_block_mean(scale, k, tmp_path):
+    """keep_means = k: the output's k x k block means are the input's (away from the
+    clamp), the detail inside the blocks does change, and the option survives saving."""
+    torch.manual_seed(0)
+    m = CompactFilterNet(channels=8, blocks=1, scale=scale, keep_means=k).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.05)
+        m.conv_out.weight.mul_(0.2)  # a correction of a few levels
+    assert m.multiple == math.lcm(scale, k)
+    side = 12 * m.multiple
+    x = 0.25 + 0.5 * torch.rand(2, 3, side, side)  # the output stays inside [0, 1]
+    with torch.no_grad():
+        y = m(x)
+    assert 0.0 < y.min() and y.max() < 1.0
+    pooled = torch.nn.functional.avg_pool2d
+    torch.testing.assert_close(pooled(y, k), pooled(x, k), rtol=0, atol=1e-6)
+    assert (y - x).abs().mean() > 1e-3
+    m.save_pretrained(tmp_path)
+    again = load_frame_model(tmp_path)
+    assert again.config == m.config and again.keep_means == k
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), y)
+
+
+def test_compact_keep_means_is_local_and_exports(tmp_path, photo):
+    """The block projection widens the receptive field by k - 1 (tiles, aligned to the
+    multiple, still equal the whole frame) and stays scriptable and ONNX-exportable."""
+    from gencodec.filters.backends import OrtBackend, TorchBackend
+    from gencodec.filters.runner import FrameRunner
+
+    torch.manual_seed(1)
+    m = CompactFilterNet(channels=8, blocks=1, scale=2, keep_means=2).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.08)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    whole = FrameRunner(TorchBackend(m), tile=2048).run_tensor(x)
+    runner = FrameRunner(TorchBackend(m), tile=104)
+    assert runner.overlap >= 4 * m.receptive_field and max(x.shape[-2:]) > 104
+    tiled = runner.run_tensor(x)
+    assert (tiled - whole).abs().max().item() < 1e-4
+    torch.jit.script(m)
+    ort = FrameRunner(OrtBackend.from_model(m), tile=104).run_tensor(x)
+    assert (ort - whole).abs().max().item() < 1e-4

@@ -233,3 +233,32 @@ def test_dss_loss_gradient_is_finite_on_flat_blocks():
     loss.backward()
     assert 0 < loss.item() < 1 and torch.isfinite(guarded.grad).all()
     assert guarded.grad[:, :, :32].abs().sum() > 0  # the textured half still gets gradient
+
+
+def test_distortion_pool_compares_what_a_farther_viewer_sees():
+    """pool = 2: a change that keeps every 2x2 block mean costs no distortion (only its
+    rate counts), a change of the block means does; pool = 1 sees both."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) * 0.5 + 0.25
+    inner = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32) * 0.05  # zero 2x2 means
+    bits = torch.full((2,), 1000.0)
+    dss = rp.Perceptual("dss")
+    near = rp.rp_loss(x, x + inner, bits, 0.5, dss, 1.0, pool=1)
+    far = rp.rp_loss(x, x + inner, bits, 0.5, dss, 1.0, pool=2)
+    assert float(near["l1"]) == pytest.approx(0.05, rel=1e-5) and float(near["perceptual"]) > 0
+    assert float(far["l1"]) < 1e-7  # float32 rounding
+    assert float(far["perceptual"]) < float(near["perceptual"]) / 50
+    assert float(far["bpp"]) == float(near["bpp"]) == pytest.approx(1000.0 / 64 ** 2)
+    shifted = rp.rp_loss(x, x + 0.05, bits, 0.5, dss, 1.0, pool=2)
+    assert float(shifted["l1"]) == pytest.approx(0.05, rel=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("keep_means", 0, "keep_means must be at least 1"),
+    ("distortion_pool", 0, "distortion_pool must be at least 1"),
+    ("distortion_pool", 4, "crop / distortion pool must be at least 32"),
+])
+def test_bad_viewing_distance_settings_are_refused(photo_dirs, tmp_path, field, value,
+                                                   message):
+    with pytest.raises(InputError, match=message):
+        rp.train(make_config(photo_dirs, tmp_path, **{field: value}))

@@ -46,6 +46,10 @@ def register(sub) -> None:
                    help=f"new compact model: residual blocks (default {_D.blocks})")
     g.add_argument("--scale", type=int, default=_D.scale,
                    help=f"new compact model: pixel-unshuffle factor (default {_D.scale})")
+    g.add_argument("--keep-means", type=int, default=_D.keep_means, metavar="K",
+                   help="new compact model: keep every KxK block mean of the frame, change only "
+                        "the detail inside the blocks (2: what GMSD and HaarPSI, which pool "
+                        "2x2, see stays as it is; default 1: off)")
     g.add_argument("--lora", type=int, default=0, metavar="RANK",
                    help="one-step models: train LoRA adapters of this rank on the attention "
                         "Q/K/V instead of the projections themselves (needs peft)")
@@ -59,6 +63,10 @@ def register(sub) -> None:
                    help=f"weight of the perceptual term (default {_D.w_p:g})")
     g.add_argument("--rate-scale", type=float, default=_D.rate_scale,
                    help="factor on lambda(QP) (default 1: the paper's schedule)")
+    g.add_argument("--distortion-pool", type=int, default=_D.distortion_pool, metavar="K",
+                   help="compare images after KxK average pooling in L1 and the perceptual "
+                        "term (a viewer farther away; 2: the distance GMSD and HaarPSI "
+                        "assume); default 1: full resolution")
     g.add_argument("--terms", type=int, default=_D.terms,
                    help=f"Fourier terms of the surrogate's rounding (default {_D.terms}: "
                         "more make the distortion's gradient spikier; see "
@@ -94,10 +102,12 @@ def run(args) -> int:
     lo, hi = args.quality_range or (None, None)
     cfg = RPConfig(
         train=args.train, out=args.out, val=args.val, codec=args.codec, model=args.model,
-        channels=args.channels, blocks=args.blocks, scale=args.scale, lora_rank=args.lora,
+        channels=args.channels, blocks=args.blocks, scale=args.scale,
+        keep_means=args.keep_means, lora_rank=args.lora,
         steps=args.steps, batch=args.batch, crop=args.crop, patch=args.patch,
         jnd_threshold=args.jnd_threshold, candidates_per_image=args.candidates, lr=args.lr,
         lr_min=args.lr_min, warmup=args.warmup, w_p=args.w_p, rate_scale=args.rate_scale,
+        distortion_pool=args.distortion_pool,
         terms=args.terms,
         quality_lo=lo, quality_hi=hi, perceptual=args.perceptual, weights_dir=args.weights_dir,
         seed=args.seed, log_every=args.log_every, ckpt_every=args.ckpt_every,

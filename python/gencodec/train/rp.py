@@ -149,7 +149,7 @@ def build_model(cfg: RPConfig) -> FrameModel:
         return load_frame_model(cfg.model)
     from gencodec.filters.compact import CompactFilterNet
 
-    model = CompactFilterNet(cfg.channels, cfg.blocks, cfg.scale)
+    model = CompactFilterNet(cfg.channels, cfg.blocks, cfg.scale, cfg.keep_means)
     with torch.no_grad():
         model.conv_out.weight.zero_()
         model.conv_out.bias.zero_()
@@ -244,11 +244,15 @@ def lr_schedule(opt: torch.optim.Optimizer, cfg: RPConfig):
 
 # -- one step ------------------------------------------------------------------------------
 def rp_loss(x: torch.Tensor, x_hat: torch.Tensor, bits: torch.Tensor, lam: float,
-            perceptual: Perceptual, w_p: float) -> dict[str, torch.Tensor]:
-    """Eq. 6 and its parts (means over the batch)."""
+            perceptual: Perceptual, w_p: float, pool: int = 1) -> dict[str, torch.Tensor]:
+    """Eq. 6 and its parts (means over the batch). With ``pool = k > 1`` the two
+    distortion terms compare the images after k x k average pooling (a viewer at the
+    distance GMSD and HaarPSI assume for k = 2), the rate stays that of the full image."""
+    bpp = (bits.float() / (x.shape[-2] * x.shape[-1])).mean()
+    if pool > 1:
+        x, x_hat = F.avg_pool2d(x, pool), F.avg_pool2d(x_hat, pool)
     l1 = (x_hat - x).abs().mean()
     per = perceptual(x_hat, x)
-    bpp = (bits.float() / (x.shape[-2] * x.shape[-1])).mean()
     return {"loss": l1 + w_p * per + lam * bpp, "l1": l1, "perceptual": per, "bpp": bpp}
 
 
@@ -305,7 +309,8 @@ def validate(model: FrameModel, images: list[tuple[str, np.ndarray]], codec_name
 def _check_config(cfg: RPConfig) -> None:
     if cfg.codec not in ("bpg", "jpeg"):
         raise InputError(f"codec must be bpg or jpeg (the surrogates), got {cfg.codec!r}")
-    for name in ("steps", "batch", "crop", "log_every", "ckpt_every", "val_every", "terms"):
+    for name in ("steps", "batch", "crop", "log_every", "ckpt_every", "val_every", "terms",
+                 "keep_means", "distortion_pool"):
         if getattr(cfg, name) < 1:
             raise InputError(f"{name} must be at least 1")
     if cfg.lora_rank < 0:
@@ -313,6 +318,9 @@ def _check_config(cfg: RPConfig) -> None:
     if cfg.crop < 32 or cfg.crop > cfg.patch:
         raise InputError(f"crop must be in 32..patch ({cfg.patch}) (DSS pools the worst 5% "
                          f"of 8x8 blocks), got {cfg.crop}")
+    if cfg.crop // cfg.distortion_pool < 32:
+        raise InputError(f"crop / distortion pool must be at least 32 (the perceptual term's "
+                         f"least size), got {cfg.crop} / {cfg.distortion_pool}")
     if not 0 <= cfg.warmup < cfg.steps:
         raise InputError(f"warm-up must be in 0..steps-1, got {cfg.warmup}")
     from gencodec.eval.metrics import METRICS
@@ -401,7 +409,7 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
             with common.autocast(dist.device, dtype):
                 y = net(x)
             x_hat, bits = surrogate(y.float(), q)
-            parts = rp_loss(x, x_hat, bits, lam, perceptual, cfg.w_p)
+            parts = rp_loss(x, x_hat, bits, lam, perceptual, cfg.w_p, cfg.distortion_pool)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:  # fp16: the scaler skips steps with non-finite grads
                 scaler.scale(parts["loss"]).backward()

@@ -36,6 +36,7 @@ class RPConfig:
     channels: int = 16
     blocks: int = 2
     scale: int = 4
+    keep_means: int = 1  # new compact model: keeps every k x k block mean (1: off)
     lora_rank: int = 0
     steps: int = 2000
     batch: int = 8
@@ -49,6 +50,8 @@ class RPConfig:
     warmup: int = 0
     w_p: float = 1.0
     rate_scale: float = 1.0
+    #: k > 1: L1 and the perceptual term compare k x k average-pooled images
+    distortion_pool: int = 1
     #: Fourier terms of the surrogate's rounding (:data:`TRAIN_TERMS`).
     terms: int = TRAIN_TERMS
     quality_lo: float | None = None
