@@ -209,6 +209,7 @@ def write_json(path: Path, obj) -> None:
 # -- work inside a process --------------------------------------------------------------
 _SUITES: dict[tuple, MetricSuite] = {}
 _PREPROCESSORS: dict[str, object] = {}
+_CODECS: dict[str, object] = {}  # by codec identity: a model loads once per process
 
 
 def _suite(metrics: tuple[str, ...], weights_dir: str | None) -> MetricSuite:
@@ -267,9 +268,12 @@ def run_task(task: Task, weights_dir: str | None = None) -> int:
     h, w = original.shape[:2]
     computed = 0
     for codec_name, qualities in todo.items():
-        codec = get_codec(codec_name, **task.options_of(codec_name))
-        path = task.points_path(codec_name)
         codec_id = task.codec_id(codec_name)
+        key = codec_id or codec_name
+        if key not in _CODECS:
+            _CODECS[key] = get_codec(codec_name, **task.options_of(codec_name))
+        codec = _CODECS[key]
+        path = task.points_path(codec_name)
         points = {p["quality"]: p for p in read_points(path, task.image, task.identity,
                                                        codec_id)}
         for q in qualities:
