@@ -198,6 +198,23 @@ def checkpoint_to_resume(directory: str | os.PathLike, *, resume: bool, force: b
     return None
 
 
+def check_resume_identity(path: str | os.PathLike, identity: dict,
+                          extra: dict | None = None) -> None:
+    """Refuse to resume from checkpoint ``path`` unless the run identity it saved (in
+    ``extra["identity"]``; read from the file when ``extra`` is None) equals
+    ``identity``, both compared as JSON (tuples and lists alike, as config.json keeps
+    them)."""
+    import json
+
+    from gencodec.errors import InputError
+
+    if extra is None:
+        extra = torch.load(path, map_location="cpu", weights_only=True)["extra"]
+    if json.loads(json.dumps(extra.get("identity"))) != json.loads(json.dumps(identity)):
+        raise InputError(f"{path}: was written by a run with other settings or data; start "
+                         "a new run (--force) or use its settings")
+
+
 def per_rank_batch(batch: int, dist: "DistInfo") -> int:
     """Each DDP process's share of the global ``batch``; InputError when it does not
     split evenly."""

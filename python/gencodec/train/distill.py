@@ -251,10 +251,7 @@ def train(cfg: DistillConfig, stream=None):
                                dist=dist, precision=cfg.precision)
         identity = cfg.identity()
         if resume_from is not None:
-            saved = torch.load(resume_from, map_location="cpu", weights_only=True)["extra"]
-            if saved.get("identity") != json.loads(json.dumps(identity)):
-                raise InputError(f"{resume_from}: was written by a run with other settings or "
-                                 "data; start a new run (--force) or use its settings")
+            common.check_resume_identity(resume_from, identity)
             trainer.load(resume_from)
         log = None
         if dist.is_main:

@@ -386,10 +386,7 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
         trainer = OSDiffTrainer(model, cfg, dist)
         identity = json.loads(json.dumps({**cfg.identity(), "data": sampler.fingerprint()}))
         if resume_from is not None:
-            saved = torch.load(resume_from, map_location="cpu", weights_only=True)["extra"]
-            if saved.get("identity") != identity:
-                raise InputError(f"{resume_from}: was written by a run with other settings or "
-                                 "data; start a new run (--force) or use its settings")
+            common.check_resume_identity(resume_from, identity)
             trainer.load(resume_from)
         n_g = sum(p.numel() for p in trainer.g_params)
         n_d = sum(p.numel() for p in trainer.disc.parameters())

@@ -377,9 +377,7 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
         if resume_from is not None:
             payload = common.load_checkpoint(resume_from, model=model, optimizer=opt,
                                              scheduler=sched)
-            if payload["extra"].get("identity") != identity:
-                raise InputError(f"{resume_from}: was written by a run with other settings "
-                                 "or data; start a new run (--force) or use its settings")
+            common.check_resume_identity(resume_from, identity, payload["extra"])
             start = int(payload["step"])
         dtype = common.autocast_dtype(dist.device, cfg.precision)
         scaler = common.grad_scaler(dtype)
