@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <type_traits>
 
 namespace gencodec {
 namespace dbpg {
@@ -36,6 +38,19 @@ struct Params {
   int terms = 10;            // Fourier-rounding terms
   double ref_grad = 1.0;     // factor on the gradient into the reference samples
 };
+
+// f(std::integral_constant<int, n>{}) for the block sizes the kernels are built for;
+// std::invalid_argument for any other n.
+template <class F>
+void with_block_size(int n, F&& f) {
+  switch (n) {
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    default: throw std::invalid_argument("block size must be 4, 8, 16 or 32");
+  }
+}
 
 // Bytes per block of the mode-cost signs intra_forward keeps for the backward: for each
 // mode, two bit masks (coefficient > 0, coefficient < 0) of the n*n coefficients of its

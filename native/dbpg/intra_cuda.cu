@@ -325,13 +325,9 @@ void intra_forward_cuda(const Tables& t, const Params& prm, int64_t planes, cons
   StreamScratch q(planes, stream);
   check(cudaMemcpyAsync(q.ptr, qstep, planes * sizeof(double), cudaMemcpyHostToDevice, stream),
         "copy of qstep");
-  switch (t.n) {
-    case 4: return forward_fronts<4>(t, d, prm, planes, x, q.ptr, recon, yhat, cost, stream);
-    case 8: return forward_fronts<8>(t, d, prm, planes, x, q.ptr, recon, yhat, cost, stream);
-    case 16: return forward_fronts<16>(t, d, prm, planes, x, q.ptr, recon, yhat, cost, stream);
-    case 32: return forward_fronts<32>(t, d, prm, planes, x, q.ptr, recon, yhat, cost, stream);
-    default: throw std::invalid_argument("block size must be 4, 8, 16 or 32");
-  }
+  with_block_size(t.n, [&](auto n) {
+    forward_fronts<decltype(n)::value>(t, d, prm, planes, x, q.ptr, recon, yhat, cost, stream);
+  });
 }
 
 void intra_backward_cuda(const Tables& t, const Params& prm, int64_t planes, const double* x,
@@ -351,25 +347,10 @@ void intra_backward_cuda(const Tables& t, const Params& prm, int64_t planes, con
   double* gq_block = gr_front + front_values;
   check(cudaMemcpyAsync(q, qstep, planes * sizeof(double), cudaMemcpyHostToDevice, stream),
         "copy of qstep");
-  switch (t.n) {
-    case 4:
-      backward_fronts<4>(t, dt, prm, planes, x, q, recon, cost, g_recon, g_yhat, g_x, gr_front,
-                         gq_block, stream);
-      break;
-    case 8:
-      backward_fronts<8>(t, dt, prm, planes, x, q, recon, cost, g_recon, g_yhat, g_x, gr_front,
-                         gq_block, stream);
-      break;
-    case 16:
-      backward_fronts<16>(t, dt, prm, planes, x, q, recon, cost, g_recon, g_yhat, g_x, gr_front,
-                          gq_block, stream);
-      break;
-    case 32:
-      backward_fronts<32>(t, dt, prm, planes, x, q, recon, cost, g_recon, g_yhat, g_x, gr_front,
-                          gq_block, stream);
-      break;
-    default: throw std::invalid_argument("block size must be 4, 8, 16 or 32");
-  }
+  with_block_size(t.n, [&](auto n) {
+    backward_fronts<decltype(n)::value>(t, dt, prm, planes, x, q, recon, cost, g_recon,
+                                        g_yhat, g_x, gr_front, gq_block, stream);
+  });
   qstep_gradient_kernel<<<static_cast<unsigned>((planes + 127) / 128), 128, 0, stream>>>(
       planes, t.blocks(), gq_block, g_qstep);
   check(cudaGetLastError(), "qstep_gradient_kernel");

@@ -496,24 +496,32 @@ struct NibbleBits {
 };
 static const NibbleBits kNibbleBits;
 
-// out += scale * sign(c), the signs as pack_signs left them
+// sign(c) of the eight coefficients 8j .. 8j + 7 as pack_signs left them (-1, 0, +1)
+inline void signs8(const uint8_t* pos, const uint8_t* neg, int j, Vec4* lo, Vec4* hi) {
+  const Vec4* bits = kNibbleBits.bits;
+  *lo = bits[pos[j] & 15] - bits[neg[j] & 15];
+  *hi = bits[pos[j] >> 4] - bits[neg[j] >> 4];
+}
+
+// out += scale * sign(c)
 template <int NN>
 inline void add_signs(const uint8_t* pos, const uint8_t* neg, double scale, double* out) {
-  const Vec4* bits = kNibbleBits.bits;
   for (int j = 0; j < NN / 8; ++j) {
-    const Vec4 lo = bits[pos[j] & 15] - bits[neg[j] & 15], hi = bits[pos[j] >> 4] - bits[neg[j] >> 4];
+    Vec4 lo, hi;
+    signs8(pos, neg, j, &lo, &hi);
     store4(out + 8 * j, load4(out + 8 * j) + scale * lo);
     store4(out + 8 * j + 4, load4(out + 8 * j + 4) + scale * hi);
   }
 }
 
-// out = scale * sign(c), the signs as pack_signs left them
+// out = scale * sign(c)
 template <int NN>
 inline void set_signs(const uint8_t* pos, const uint8_t* neg, double scale, double* out) {
-  const Vec4* bits = kNibbleBits.bits;
   for (int j = 0; j < NN / 8; ++j) {
-    store4(out + 8 * j, scale * (bits[pos[j] & 15] - bits[neg[j] & 15]));
-    store4(out + 8 * j + 4, scale * (bits[pos[j] >> 4] - bits[neg[j] >> 4]));
+    Vec4 lo, hi;
+    signs8(pos, neg, j, &lo, &hi);
+    store4(out + 8 * j, scale * lo);
+    store4(out + 8 * j + 4, scale * hi);
   }
 }
 
@@ -855,32 +863,17 @@ void backward_n(const Tables& t, const Params& prm, int64_t planes, const double
 void forward_all(const Tables& t, const Params& prm, int64_t planes, const double* x,
                  const double* qstep, double* recon, double* yhat, double* cost,
                  uint8_t* signs) {
-  switch (t.n) {
-    case 4: return forward_n<4>(t, prm, planes, x, qstep, recon, yhat, cost, signs);
-    case 8: return forward_n<8>(t, prm, planes, x, qstep, recon, yhat, cost, signs);
-    case 16: return forward_n<16>(t, prm, planes, x, qstep, recon, yhat, cost, signs);
-    case 32: return forward_n<32>(t, prm, planes, x, qstep, recon, yhat, cost, signs);
-    default: throw std::invalid_argument("block size must be 4, 8, 16 or 32");
-  }
+  with_block_size(t.n, [&](auto n) {
+    forward_n<decltype(n)::value>(t, prm, planes, x, qstep, recon, yhat, cost, signs);
+  });
 }
 
 void backward_all(const Tables& t, const Params& prm, int64_t planes, const double* x,
                   const double* qstep, const double* recon, const double* cost,
                   const uint8_t* signs, const double* g_recon, const double* g_yhat,
                   double* g_x, double* g_qstep) {
-  switch (t.n) {
-    case 4:
-      return backward_n<4>(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat, g_x,
-                           g_qstep);
-    case 8:
-      return backward_n<8>(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat, g_x,
-                           g_qstep);
-    case 16:
-      return backward_n<16>(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat,
-                            g_x, g_qstep);
-    case 32:
-      return backward_n<32>(t, prm, planes, x, qstep, recon, cost, signs, g_recon, g_yhat,
-                            g_x, g_qstep);
-    default: throw std::invalid_argument("block size must be 4, 8, 16 or 32");
-  }
+  with_block_size(t.n, [&](auto n) {
+    backward_n<decltype(n)::value>(t, prm, planes, x, qstep, recon, cost, signs, g_recon,
+                                   g_yhat, g_x, g_qstep);
+  });
 }
