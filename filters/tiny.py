@@ -6,6 +6,8 @@ network access. Their outputs mean nothing: never use them to process real media
 * :func:`tiny_compact` -- the compact architecture, few channels;
 * :func:`tiny_onestep` -- a diffusers UNet2DConditionModel + AutoencoderKL pair with
   the SD layout (cross-attention blocks, static embedding), a few hundred kB;
+* :func:`tiny_sd_folder` -- a tiny random SD model folder (``unet/``, ``vae/``,
+  ``scheduler/``, ``model_index.json``), as diffusion backbones are loaded from;
 * :func:`onestep_from_sizes` with :data:`SD_LIKE_SMALL` (a CPU-sized SD look-alike)
   or :data:`SD21_SIZE` (the real SD 2.1 UNet and VAE shapes, ~950 M parameters, for
   GPU timing).
@@ -13,8 +15,12 @@ network access. Their outputs mean nothing: never use them to process real media
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
+from gencodec.diffusion.sd import SD21_UNET_CONFIG, SD_VAE_CONFIG
 from gencodec.filters.compact import CompactFilterNet
 from gencodec.filters.onestep import OneStepDiffusion, alphas_cumprod
 
@@ -45,16 +51,11 @@ SD_LIKE_SMALL = {
     "tokens": 8,
 }
 
-#: Stable Diffusion 2.1's UNet and VAE shapes (random weights: timing only).
+#: Stable Diffusion 2.1's UNet and VAE shapes (random weights: timing only), those of
+#: the 768-pixel model.
 SD21_SIZE = {
-    "unet": dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                 cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                 use_linear_projection=True, sample_size=96),
-    "vae": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, sample_size=768),
+    "unet": dict(SD21_UNET_CONFIG, sample_size=96),
+    "vae": dict(SD_VAE_CONFIG, sample_size=768),
     "tokens": 77,
 }
 
@@ -75,8 +76,9 @@ def onestep_from_sizes(sizes: dict, seed: int = 0,
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(in_channels=4, out_channels=4, **sizes["unet"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **sizes["vae"])
+    unet = UNet2DConditionModel(**{"in_channels": 4, "out_channels": 4, **sizes["unet"]})
+    vae = AutoencoderKL(**{"in_channels": 3, "out_channels": 3, "latent_channels": 4,
+                           **sizes["vae"]})
     emb = torch.randn(1, sizes["tokens"], sizes["unet"]["cross_attention_dim"])
     t = 999
     alpha = float(alphas_cumprod({"beta_schedule": "scaled_linear"})[t])
@@ -88,3 +90,32 @@ def tiny_onestep(seed: int = 0, prediction_type: str = "sample") -> OneStepDiffu
     """The smallest SD-layout one-step model (x0-predicting, so the random UNet's
     output stays in the VAE's latent range)."""
     return onestep_from_sizes(TINY, seed, prediction_type)
+
+
+def tiny_sd_folder(folder: Path, seed: int = 0, prediction_type: str = "epsilon",
+                   linear_projection: bool = False) -> Path:
+    """A tiny random SD folder (diffusers layout: ``unet/``, ``vae/``, ``scheduler/``,
+    ``model_index.json``): two UNet levels with cross-attention in the first, as SD;
+    ``linear_projection``: SD 2.1's linear attention projections."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
+        attention_head_dim=2, norm_num_groups=4, use_linear_projection=linear_projection)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+        latent_channels=4, norm_num_groups=4, layers_per_block=1, sample_size=32)
+    sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                    beta_end=0.012, prediction_type=prediction_type)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    sched.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name":
+                                                          "StableDiffusionPipeline"}))
+    return folder

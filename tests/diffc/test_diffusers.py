@@ -17,24 +17,9 @@ diffusers = pytest.importorskip("diffusers")
 
 
 def make_sd(folder, seed: int, prediction_type: str = "epsilon"):
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
-        attention_head_dim=2, norm_num_groups=4)
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-        latent_channels=4, norm_num_groups=4, layers_per_block=1, sample_size=32)
-    sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                    beta_end=0.012, prediction_type=prediction_type)
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    sched.save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name":
-                                                          "StableDiffusionPipeline"}))
-    return folder
+    from gencodec.filters.tiny import tiny_sd_folder
+
+    return tiny_sd_folder(folder, seed, prediction_type)
 
 
 @pytest.fixture(scope="module")
