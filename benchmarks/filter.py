@@ -7,10 +7,11 @@ preprocessing filters on the same frames, in the same run.
 
 Rows: the classic filters through PyAV's libavfilter (gblur, hqdn3d, nlmeans) and,
 when Debian's ffmpeg is installed, nlmeans through the ffmpeg program; then each model
-on each back end: the compact architecture at the size `gencodec train rp` builds by
-default (16 channels, 2 blocks, at 1/4 resolution) and a larger one (32 x 4 at 1/2),
-and a small SD look-alike (one-step VAE + UNet, filters.tiny.SD_LIKE_SMALL),
-both with random weights: the timings are real, the pictures are not. With a CUDA GPU,
+on each back end: the embedded default model (models/gencodec-preprocess-v1, the
+trained weights), then the compact architecture at the size `gencodec train rp` builds
+by default (16 channels, 2 blocks, at 1/4 resolution), a larger one (32 x 4 at 1/2) and
+a small SD look-alike (one-step VAE + UNet, filters.tiny.SD_LIKE_SMALL), these three
+with random weights: the timings are real, the pictures are not. With a CUDA GPU,
 the same models in fp16/bf16 and ONNX Runtime's CUDA EP, and an SD 2.1-size one-step
 model (filters.tiny.SD21_SIZE, ~950 M parameters) at 1080p in fp16; the target there
 is 10 fps.
@@ -35,8 +36,10 @@ from PIL import Image
 
 from gencodec.filters.backends import OrtBackend, TorchBackend
 from gencodec.filters.compact import CompactFilterNet
+from gencodec.filters.model import load_frame_model
 from gencodec.filters.runner import FrameRunner
 from gencodec.filters.tiny import SD21_SIZE, SD_LIKE_SMALL, onestep_from_sizes
+from gencodec.models import DEFAULT_PREPROCESSOR
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -185,7 +188,9 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"CUDA: {torch.cuda.get_device_name(0) if cuda else 'none'}", file=sys.stderr)
     if not args.gpu_only:
-        models = [("compact 16x2 s4 (random)", CompactFilterNet(16, 2, 4).eval()),
+        models = [(f"{DEFAULT_PREPROCESSOR} (the default)",
+                   load_frame_model(DEFAULT_PREPROCESSOR).eval()),
+                  ("compact 16x2 s4 (random)", CompactFilterNet(16, 2, 4).eval()),
                   ("compact 32x4 s2 (random)", CompactFilterNet(32, 4, 2).eval())]
         if not args.no_sd_like:
             models.append(("SD-like small one-step (random)",

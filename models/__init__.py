@@ -58,6 +58,15 @@ MODELS: dict[str, dict] = {
                    "image content)",
         "card": "dbpg-rate/README.md",
     },
+    "gencodec-preprocess-v1": {
+        "architecture": "compact",
+        "path": "gencodec-preprocess-v1",
+        "weights": "gencodec-preprocess-v1/model.safetensors",
+        "sha256": "8a60c938dfafca8b4f81e07437530df5657fb0b563286aee316ad67eb0f7f4ee",
+        "licence": "Apache-2.0 (12,764 weights trained on CC0 and GPL-2+ photos; no image "
+                   "content)",
+        "card": "gencodec-preprocess-v1/README.md",
+    },
 }
 
 

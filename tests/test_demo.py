@@ -174,6 +174,29 @@ def test_the_registry_default_is_used_without_model(capsys, tmp_path, small_phot
     assert _png_size(out_dir / "crops.png")[0] >= 1000  # three columns
 
 
+@pytest.mark.slow
+def test_the_shipped_default_makes_the_demo(capsys, tmp_path, small_photo):
+    """No --model and no stand-in: the demo runs the trained weights shipped in
+    models/ (sha256 checked), and they spend fewer bits than the plain codec at every
+    bpg and webp setting of the demo."""
+    from gencodec.eval.runner import preprocessor_identity
+    from gencodec.models import default_preprocessor_path
+
+    shipped = default_preprocessor_path()
+    out_dir = tmp_path / "demo"
+    rc, out, err = run(capsys, "demo", "--out", out_dir)
+    assert rc == 0, err
+    assert f"preprocessing model: {DEFAULT_PREPROCESSOR} ({shipped};" in out
+    doc = json.loads((out_dir / "demo.json").read_text())
+    assert doc["model"]["path"] == str(shipped)
+    assert doc["model"]["identity"] == preprocessor_identity(str(shipped))
+    for codec in ("bpg", "webp"):
+        plain, pre = doc["results"][codec]["plain"], doc["results"][codec]["preprocessed"]
+        assert len(plain) == len(pre) == 4
+        assert all(b["bpp"] < a["bpp"] for a, b in zip(plain, pre)), codec
+        assert all(np.isfinite(c["bd_rate"]) for c in doc["bd_rate"][codec].values())
+
+
 def test_a_damaged_default_is_refused_not_skipped(capsys, tmp_path, small_photo,
                                                   random_dir, monkeypatch):
     _register(monkeypatch, random_dir, sha256="f" * 64)

@@ -88,10 +88,9 @@ def test_missing_weights_are_an_input_error(monkeypatch, compact_folder):
 
 
 def test_shipped_default_matches_its_registry_entry():
-    """Live once the trained default is registered: its files are in models/, its
-    sha256 matches and it loads as a preprocessing model."""
-    if DEFAULT_PREPROCESSOR not in MODELS:
-        pytest.skip(f"{DEFAULT_PREPROCESSOR} is not registered yet")
+    """The trained default is registered: its files are in models/, its sha256 matches
+    and it loads as a preprocessing model."""
+    assert DEFAULT_PREPROCESSOR in MODELS
     from gencodec.filters.model import load_frame_model
 
     entry = MODELS[DEFAULT_PREPROCESSOR]
@@ -100,6 +99,35 @@ def test_shipped_default_matches_its_registry_entry():
     assert (models._HERE / entry["card"]).is_file()
     model = load_frame_model(str(folder))
     assert model.architecture == entry["architecture"]
+
+
+def test_shipped_default_is_the_trained_filter():
+    """The shipped weights do what the card says: they change the photo, keep its 2x2
+    block means (where nothing is clipped to [0, 1]) and make bpg spend fewer bits at
+    the same QP."""
+    skimage = pytest.importorskip("skimage")
+    import torch
+    from torch.nn.functional import avg_pool2d
+
+    from gencodec.codecs_ext import get_codec
+    from gencodec.filters.model import load_frame_model
+
+    model = load_frame_model(DEFAULT_PREPROCESSOR)
+    assert model.architecture == "compact" and model.keep_means == 2
+    bpg = get_codec("bpg")
+    for photo in (skimage.data.astronaut()[:176, 120:296], skimage.data.coffee()[:128, :128]):
+        photo = np.ascontiguousarray(photo)
+        x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            y = model(x)
+        assert (y - x).abs().mean() > 0.003  # not the identity
+        clipped = avg_pool2d(((y == 0) | (y == 1)).float(), 2).amax(1) > 0
+        moved = (avg_pool2d(y, 2) - avg_pool2d(x, 2)).abs().amax(1)
+        assert moved[~clipped].max() < 1e-5
+        out = np.ascontiguousarray(
+            (y[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8))
+        for qp in (27, 32, 37):
+            assert len(bpg.encode(out, quality=qp)) < 0.97 * len(bpg.encode(photo, quality=qp))
 
 
 # -- the filter commands take the registry default when --model is omitted -----------------
