@@ -41,7 +41,8 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path):
     draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
 
     model2, opt2, sched2 = small_run()
-    payload = common.load_checkpoint(path, model=model2, optimizer=opt2, scheduler=sched2)
+    payload = common.restore_checkpoint(common.read_checkpoint(path), path, model=model2,
+                                        optimizer=opt2, scheduler=sched2)
     assert payload["step"] == 3 and payload["extra"] == {"note": "x"}
     assert [step(model2, opt2, sched2) for _ in range(3)] == tail
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
@@ -58,7 +59,8 @@ def test_trainable_only_checkpoint(tmp_path):
     other, _, _ = small_run()
     with torch.no_grad():
         other[2].weight.zero_()
-    common.load_checkpoint(tmp_path / "step-1.pt", model=other)
+    path = tmp_path / "step-1.pt"
+    common.restore_checkpoint(common.read_checkpoint(path), path, model=other)
     assert torch.equal(other[2].weight, model[2].weight)
 
 

@@ -2,11 +2,12 @@
 
 * :func:`seed_everything` seeds Python, NumPy and torch and makes CPU runs
   deterministic (``torch.use_deterministic_algorithms``, one intra-op order).
-* :func:`save_checkpoint` / :func:`load_checkpoint`: model (all or only the trainable
-  parameters), optimizer, scheduler, step, every RNG state and free-form ``extra``, in
-  one ``torch.save`` file written to a temporary name and renamed (a crash never leaves
-  a half checkpoint); loaded with ``weights_only=True``. :func:`latest_checkpoint`
-  finds the one to resume from.
+* :func:`save_checkpoint` / :func:`read_checkpoint` + :func:`restore_checkpoint`: model
+  (all or only the trainable parameters), optimizer, scheduler, step, every RNG state
+  and free-form ``extra``, in one ``torch.save`` file written to a temporary name and
+  renamed (a crash never leaves a half checkpoint); read once with
+  ``weights_only=True``, checked (:func:`check_resume_identity`), then restored.
+  :func:`latest_checkpoint` finds the one to resume from.
 * :class:`CsvLog`: one row per logged step; on resume the rows after the resumed step
   are dropped, so the curve continues without a fork.
 * :func:`plot_curves`: a PNG of the CSV's columns against the step (matplotlib).
@@ -105,12 +106,17 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module,
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-                    restore_rng: bool = True) -> dict:
-    """Load what :func:`save_checkpoint` wrote into ``model`` (and the optimizer,
-    scheduler and RNG states); return the payload (``step``, ``extra``...)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The payload :func:`save_checkpoint` wrote (``step``, ``extra``...), read once:
+    check it (:func:`check_resume_identity`) before :func:`restore_checkpoint`."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def restore_checkpoint(payload: dict, path: str | os.PathLike, *, model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+                       restore_rng: bool = True) -> dict:
+    """Load a payload :func:`read_checkpoint` read from ``path`` (named in errors) into
+    ``model`` (and the optimizer, scheduler and RNG states); return the payload."""
     if payload["trainable_only"]:
         params = dict(model.named_parameters())
         unknown = sorted(set(payload["model"]) - set(params))
@@ -198,18 +204,14 @@ def checkpoint_to_resume(directory: str | os.PathLike, *, resume: bool, force: b
     return None
 
 
-def check_resume_identity(path: str | os.PathLike, identity: dict,
-                          extra: dict | None = None) -> None:
+def check_resume_identity(path: str | os.PathLike, identity: dict, extra: dict) -> None:
     """Refuse to resume from checkpoint ``path`` unless the run identity it saved (in
-    ``extra["identity"]``; read from the file when ``extra`` is None) equals
-    ``identity``, both compared as JSON (tuples and lists alike, as config.json keeps
-    them)."""
+    ``extra["identity"]`` of its payload, :func:`read_checkpoint`) equals ``identity``,
+    both compared as JSON (tuples and lists alike, as config.json keeps them)."""
     import json
 
     from gencodec.errors import InputError
 
-    if extra is None:
-        extra = torch.load(path, map_location="cpu", weights_only=True)["extra"]
     if json.loads(json.dumps(extra.get("identity"))) != json.loads(json.dumps(identity)):
         raise InputError(f"{path}: was written by a run with other settings or data; start "
                          "a new run (--force) or use its settings")

@@ -178,9 +178,11 @@ class CiDDistiller:
         return common.save_checkpoint(path, model=self.trained_modules(),
                                       optimizer=self.opt_student, step=self.step, extra=state)
 
-    def load(self, path) -> dict:
-        """Restore :meth:`save`'s state; a checkpoint of other options is refused."""
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    def load(self, path, identity: dict) -> dict:
+        """Restore :meth:`save`'s state; a checkpoint of another run ``identity`` or
+        other options is refused before anything is restored."""
+        payload = common.read_checkpoint(path)
+        common.check_resume_identity(path, identity, payload["extra"])
         saved = payload["extra"].get("config", {})
         mine = dataclasses.asdict(self.cfg)
         differ = sorted(k for k in mine if k in saved and saved[k] != mine[k]
@@ -188,8 +190,8 @@ class CiDDistiller:
         if differ:
             raise ValueError(f"{path}: written with other options ({', '.join(differ)}); "
                              "resume with the same options or start a new run")
-        payload = common.load_checkpoint(path, model=self.trained_modules(),
-                                         optimizer=self.opt_student)
+        common.restore_checkpoint(payload, path, model=self.trained_modules(),
+                                  optimizer=self.opt_student)
         extra = payload["extra"]
         self.opt_fake.load_state_dict(extra["opt_fake"])
         for k, s in self.scalers.items():
@@ -251,8 +253,7 @@ def train(cfg: DistillConfig, stream=None):
                                dist=dist, precision=cfg.precision)
         identity = cfg.identity()
         if resume_from is not None:
-            common.check_resume_identity(resume_from, identity)
-            trainer.load(resume_from)
+            trainer.load(resume_from, identity)
         log = None
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)

@@ -274,10 +274,13 @@ class OSDiffTrainer:
         return common.save_checkpoint(path, model=self.trained_modules(), optimizer=self.opt_g,
                                       step=self.step, extra=state)
 
-    def load(self, path) -> dict:
-        """Restore :meth:`save`'s state."""
-        payload = common.load_checkpoint(path, model=self.trained_modules(),
-                                         optimizer=self.opt_g)
+    def load(self, path, identity: dict) -> dict:
+        """Restore :meth:`save`'s state; a checkpoint of another run ``identity`` is
+        refused before anything is restored."""
+        payload = common.read_checkpoint(path)
+        common.check_resume_identity(path, identity, payload["extra"])
+        common.restore_checkpoint(payload, path, model=self.trained_modules(),
+                                  optimizer=self.opt_g)
         self.opt_d.load_state_dict(payload["extra"]["opt_d"])
         self.opt_aux.load_state_dict(payload["extra"]["opt_aux"])
         for name in ("scaler_g", "scaler_d"):
@@ -386,8 +389,7 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
         trainer = OSDiffTrainer(model, cfg, dist)
         identity = json.loads(json.dumps({**cfg.identity(), "data": sampler.fingerprint()}))
         if resume_from is not None:
-            common.check_resume_identity(resume_from, identity)
-            trainer.load(resume_from)
+            trainer.load(resume_from, identity)
         n_g = sum(p.numel() for p in trainer.g_params)
         n_d = sum(p.numel() for p in trainer.disc.parameters())
         n_all = sum(p.numel() for p in model.parameters())

@@ -375,9 +375,10 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
         sched = lr_schedule(opt, cfg)
         start = 0
         if resume_from is not None:
-            payload = common.load_checkpoint(resume_from, model=model, optimizer=opt,
-                                             scheduler=sched)
+            payload = common.read_checkpoint(resume_from)
             common.check_resume_identity(resume_from, identity, payload["extra"])
+            common.restore_checkpoint(payload, resume_from, model=model, optimizer=opt,
+                                      scheduler=sched)
             start = int(payload["step"])
         dtype = common.autocast_dtype(dist.device, cfg.precision)
         scaler = common.grad_scaler(dtype)
