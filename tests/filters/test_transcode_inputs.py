@@ -179,7 +179,7 @@ def test_implausible_encoder_dts_is_left_to_the_muxer(tmp_path):
     assert out.dts == [None, None, 1, None]
 
 
-def test_plain_transcode_with_model_none(testsrc, write_clip, tmp_path, capsys):
+def test_plain_transcode_with_model_none(testsrc, write_clip, tmp_path, capsys, monkeypatch):
     src, dst = tmp_path / "in.mp4", tmp_path / "plain.mp4"
     frames = testsrc(4, 64, 96)
     write_clip(src, frames, audio=False)
@@ -189,7 +189,10 @@ def test_plain_transcode_with_model_none(testsrc, write_clip, tmp_path, capsys):
     decoded, source = list(iter_frames(dst)), list(iter_frames(src))
     assert len(decoded) == 4
     assert np.abs(decoded[0].astype(int) - source[0]).mean() < 1.5  # unfiltered
-    # no model at all is still an error, which names the way to plain encoding
+    # no default model installed and none given is an error that names plain encoding
+    from gencodec.models import DEFAULT_PREPROCESSOR, MODELS
+
+    monkeypatch.delitem(MODELS, DEFAULT_PREPROCESSOR)
     assert main(["transcode", str(src), str(tmp_path / "x.mp4")]) == 2
     assert "--model none to encode without preprocessing" in capsys.readouterr().err
     # only transcode has a plain mode
