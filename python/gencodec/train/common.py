@@ -10,6 +10,9 @@
   :func:`latest_checkpoint` finds the one to resume from.
 * :class:`CsvLog`: one row per logged step; on resume the rows after the resumed step
   are dropped, so the curve continues without a fork.
+* :class:`RunFolder`: a run's ``OUT`` (config, log, plot, checkpoints, model) written
+  by the main process, the same for every trainer; :func:`due` says when a step logs,
+  validates or checkpoints.
 * :func:`plot_curves`: a PNG of the CSV's columns against the step (matplotlib).
 * :func:`ddp_setup` / :func:`ddp_teardown`: ``torchrun`` processes (``RANK``,
   ``WORLD_SIZE``, ``LOCAL_RANK``) joined in a process group, gloo on CPU and nccl on
@@ -287,6 +290,63 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def due(done: int, every: int, last: int) -> bool:
+    """Whether step ``done`` (1-based) is one of every ``every`` steps, or the ``last``."""
+    return done % every == 0 or done == last
+
+
+class RunFolder:
+    """A training run's ``OUT`` folder: ``config.json``, ``log.csv`` (:class:`CsvLog`),
+    ``loss.png`` (:func:`plot_curves`), ``checkpoints/step-N.pt`` and the final model
+    folder ``model/``. Every process calls every method (they meet at barriers); only
+    the main one writes. :attr:`resume_from` is the checkpoint the run continues from
+    (:func:`checkpoint_to_resume`), or None."""
+
+    def __init__(self, out: str | os.PathLike, dist: "DistInfo", *, resume: bool,
+                 force: bool):
+        self.out = Path(out)
+        self.checkpoints = self.out / "checkpoints"
+        self.dist = dist
+        self.resume_from = checkpoint_to_resume(self.checkpoints, resume=resume, force=force,
+                                                dist=dist)
+        self.log: CsvLog | None = None
+
+    def start(self, config: dict, columns: Iterable[str], step: int) -> None:
+        """Write ``config.json`` and open ``log.csv`` at ``step``, the step the run
+        starts from (a resumed run drops the rows logged after it)."""
+        if self.dist.is_main:
+            import json
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+            self.log = CsvLog(self.out / "log.csv", columns,
+                              resume_step=step if self.resume_from is not None else -1)
+
+    def write(self, step: int, **values) -> None:
+        """One row of ``log.csv`` (the main process's; others write nothing)."""
+        if self.log is not None:
+            self.log.write(step, **values)
+
+    def checkpoint(self, step: int, save, *, keep: int, plot: Iterable[str], title: str,
+                   log_y: bool = True) -> None:
+        """``save(path)`` the state at ``step`` as ``checkpoints/step-N.pt``, keep the
+        newest ``keep`` checkpoints and redraw ``loss.png`` (columns ``plot``)."""
+        if self.dist.is_main:
+            save(self.checkpoints / f"step-{step}.pt")
+            prune_checkpoints(self.checkpoints, keep)
+            plot_curves(self.out / "log.csv", self.out / "loss.png", plot, title=title,
+                        log_y=log_y)
+        barrier(self.dist)
+
+    def finish(self, save_model) -> Path:
+        """``save_model(OUT/model)`` on the main process; returns ``OUT/model``."""
+        folder = self.out / "model"
+        if self.dist.is_main:
+            save_model(folder)
+        barrier(self.dist)
+        return folder
 
 
 def ddp_setup(device: str = "auto") -> DistInfo:

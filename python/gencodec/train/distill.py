@@ -211,9 +211,7 @@ def train(cfg: DistillConfig, stream=None):
     Writes ``OUT/checkpoints/step-N.pt``, ``OUT/log.csv``, ``OUT/loss.png``,
     ``OUT/config.json`` and ``OUT/model`` (the EMA student, a one-step filter model).
     Under ``torchrun`` only rank 0 writes."""
-    import json
     import sys
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -230,13 +228,10 @@ def train(cfg: DistillConfig, stream=None):
         cfg.cid.check()
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    out = Path(cfg.out)
-    ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
         per_rank = common.per_rank_batch(cfg.cid.global_batch, dist)
-        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
-                                                  dist=dist)
+        run = common.RunFolder(cfg.out, dist, resume=cfg.resume, force=cfg.force)
         common.seed_everything(cfg.cid.seed)
         sampler = PhotoCrops(cfg.train, cfg.size, cfg.cid.seed, preload=False)
         teacher = load_teacher(cfg.teacher)
@@ -252,14 +247,9 @@ def train(cfg: DistillConfig, stream=None):
         trainer = CiDDistiller(real, fake, student, cfg.cid, alphas_cumprod=teacher.alphas_cumprod,
                                dist=dist, precision=cfg.precision)
         identity = cfg.identity()
-        if resume_from is not None:
-            trainer.load(resume_from, identity)
-        log = None
-        if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
-            log = common.CsvLog(out / "log.csv", LOG_COLUMNS,
-                                resume_step=trainer.step if resume_from is not None else -1)
+        if run.resume_from is not None:
+            trainer.load(run.resume_from, identity)
+        run.start(dataclasses.asdict(cfg), LOG_COLUMNS, trainer.step)
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not dist.is_main,
                    file=stream, desc="distill", dynamic_ncols=True)
@@ -273,23 +263,16 @@ def train(cfg: DistillConfig, stream=None):
             values = common.mean_over_ranks(values, dist)
             done = trainer.step
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if common.due(done, cfg.log_every, cfg.steps):
                 row = dict(zip(LOG_COLUMNS, values.tolist()))
                 bar.set_postfix(L_cid=f"{row['L_cid']:.4g}", fake=f"{row['loss_fake']:.4g}")
-                if log is not None:
-                    log.write(done, **row)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                if dist.is_main:
-                    trainer.save(ckdir / f"step-{done}.pt", extra={"identity": identity})
-                    common.prune_checkpoints(ckdir, cfg.keep_checkpoints)
-                    common.plot_curves(out / "log.csv", out / "loss.png",
-                                       ["loss_fake", "L_id", "L_score", "L_cid", "mse_input"],
-                                       title="CiD distillation", log_y=False)
-                common.barrier(dist)
+                run.write(done, **row)
+            if common.due(done, cfg.ckpt_every, cfg.steps):
+                run.checkpoint(done, lambda path: trainer.save(path, extra={"identity": identity}),
+                               keep=cfg.keep_checkpoints,
+                               plot=["loss_fake", "L_id", "L_score", "L_cid", "mse_input"],
+                               title="CiD distillation", log_y=False)
         bar.close()
-        if dist.is_main:
-            save_student(trainer.ema, teacher, out / "model")
-        common.barrier(dist)
-        return out / "model"
+        return run.finish(lambda folder: save_student(trainer.ema, teacher, folder))
     finally:
         common.ddp_teardown()

@@ -376,33 +376,25 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
 
     stream = stream or sys.stderr
     _check_config(cfg)
-    out = Path(cfg.out)
-    ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
         per_rank = common.per_rank_batch(cfg.batch, dist)
-        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
-                                                  dist=dist)
+        run = common.RunFolder(cfg.out, dist, resume=cfg.resume, force=cfg.force)
         common.seed_everything(cfg.seed)
         sampler = PhotoCrops(cfg.train, cfg.crop, cfg.seed, cfg.short_side)
         model = build_model(cfg)
         trainer = OSDiffTrainer(model, cfg, dist)
         identity = json.loads(json.dumps({**cfg.identity(), "data": sampler.fingerprint()}))
-        if resume_from is not None:
-            trainer.load(resume_from, identity)
+        if run.resume_from is not None:
+            trainer.load(run.resume_from, identity)
         n_g = sum(p.numel() for p in trainer.g_params)
         n_d = sum(p.numel() for p in trainer.disc.parameters())
         n_all = sum(p.numel() for p in model.parameters())
-        log = None
         if dist.is_main:
             print(f"osdiff: training {n_g:,} of {n_all:,} model parameters and {n_d:,} "
                   f"discriminator parameters ({type(trainer.opt_g).__name__})", file=stream)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(
-                {**dataclasses.asdict(cfg), "data": identity["data"],
-                 "optimizer_class": type(trainer.opt_g).__name__}, indent=1) + "\n")
-            log = common.CsvLog(out / "log.csv", LOG_COLUMNS,
-                                resume_step=trainer.step if resume_from is not None else -1)
+        run.start({**dataclasses.asdict(cfg), "data": identity["data"],
+                   "optimizer_class": type(trainer.opt_g).__name__}, LOG_COLUMNS, trainer.step)
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=trainer.step, disable=not dist.is_main,
                    file=stream, desc="osdiff", dynamic_ncols=True)
@@ -413,25 +405,18 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
             values = common.mean_over_ranks(values, dist)
             done = trainer.step
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if common.due(done, cfg.log_every, cfg.steps):
                 row = dict(zip(LOG_COLUMNS, values.tolist()))
                 bar.set_postfix(loss=f"{row['loss']:.4g}", bpp=f"{row['rate']:.3f}",
                                 d=f"{row['d_loss']:.3g}")
-                if log is not None:
-                    log.write(done, **row)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                if dist.is_main:
-                    trainer.save(ckdir / f"step-{done}.pt", extra={"identity": identity})
-                    common.prune_checkpoints(ckdir, cfg.keep_checkpoints)
-                    common.plot_curves(out / "log.csv", out / "loss.png",
-                                       ["loss", "diff", "rate", "feature", "gan", "d_loss",
-                                        "d_accuracy"],
-                                       title="OSDiff training", log_y=False)
-                common.barrier(dist)
+                run.write(done, **row)
+            if common.due(done, cfg.ckpt_every, cfg.steps):
+                run.checkpoint(done, lambda path: trainer.save(path, extra={"identity": identity}),
+                               keep=cfg.keep_checkpoints,
+                               plot=["loss", "diff", "rate", "feature", "gan", "d_loss",
+                                     "d_accuracy"],
+                               title="OSDiff training", log_y=False)
         bar.close()
-        if dist.is_main:
-            save_model(model, out / "model")
-        common.barrier(dist)
-        return out / "model"
+        return run.finish(lambda folder: save_model(model, folder))
     finally:
         common.ddp_teardown()

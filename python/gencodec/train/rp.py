@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import re
 import shutil
@@ -341,13 +340,10 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
     ``stream``: where messages go (default: ``sys.stderr`` at call time)."""
     stream = stream or sys.stderr
     _check_config(cfg)
-    out = Path(cfg.out)
-    ckdir = out / "checkpoints"
     dist = common.ddp_setup(cfg.device)
     try:
         per_rank = common.per_rank_batch(cfg.batch, dist)
-        resume_from = common.checkpoint_to_resume(ckdir, resume=cfg.resume, force=cfg.force,
-                                                  dist=dist)
+        run = common.RunFolder(cfg.out, dist, resume=cfg.resume, force=cfg.force)
         common.seed_everything(cfg.seed)
         model = build_model(cfg)
         params = prepare_trainable(model, cfg.lora_rank)
@@ -374,10 +370,10 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
         opt = torch.optim.Adam(params, lr=cfg.lr)
         sched = lr_schedule(opt, cfg)
         start = 0
-        if resume_from is not None:
-            payload = common.read_checkpoint(resume_from)
-            common.check_resume_identity(resume_from, identity, payload["extra"])
-            common.restore_checkpoint(payload, resume_from, model=model, optimizer=opt,
+        if run.resume_from is not None:
+            payload = common.read_checkpoint(run.resume_from)
+            common.check_resume_identity(run.resume_from, identity, payload["extra"])
+            common.restore_checkpoint(payload, run.resume_from, model=model, optimizer=opt,
                                       scheduler=sched)
             start = int(payload["step"])
         dtype = common.autocast_dtype(dist.device, cfg.precision)
@@ -388,14 +384,8 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
                 model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         columns = [*LOSS_COLUMNS, "val_bpp_plain", "val_bpp_model",
                    *[f"val_bd_{m}" for m in cfg.val_metrics]]
-        log = None
-        if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(
-                {**dataclasses.asdict(cfg), "data": identity["data"],
-                 "perceptual_loss": perceptual.kind}, indent=1) + "\n")
-            log = common.CsvLog(out / "log.csv", columns,
-                                resume_step=start if resume_from is not None else -1)
+        run.start({**dataclasses.asdict(cfg), "data": identity["data"],
+                   "perceptual_loss": perceptual.kind}, columns, start)
         lo = dist.rank * per_rank
         bar = tqdm(total=cfg.steps, initial=start, disable=not dist.is_main, file=stream,
                    desc="rp", dynamic_ncols=True)
@@ -427,30 +417,24 @@ def train(cfg: RPConfig, *, surrogate: torch.nn.Module | None = None,
                                                                       "perceptual", "bpp")])
             values = common.mean_over_ranks(values, dist)
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if common.due(done, cfg.log_every, cfg.steps):
                 row = dict(zip(("loss", "l1", "perceptual", "bpp"), values.tolist()),
                            **{"lambda": lam, "quality": q, "lr": lr})
                 bar.set_postfix(loss=f"{row['loss']:.4f}", bpp=f"{row['bpp']:.3f}")
-                if log is not None:
-                    log.write(done, **row)
-            if val and (done % cfg.val_every == 0 or done == cfg.steps):
+                run.write(done, **row)
+            if val and common.due(done, cfg.val_every, cfg.steps):
                 res = validate(model, val, cfg.codec, val_q, cfg.val_metrics, dist.device)
-                log.write(done, **res)
+                run.write(done, **res)
                 bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()))
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                if dist.is_main:
-                    common.save_checkpoint(ckdir / f"step-{done}.pt", model=model,
-                                           optimizer=opt, scheduler=sched, step=done,
-                                           trainable_only=True, extra={"identity": identity})
-                    common.prune_checkpoints(ckdir, cfg.keep_checkpoints)
-                    common.plot_curves(out / "log.csv", out / "loss.png",
-                                       [c for c in columns if c not in ("lr", "quality")],
-                                       title=f"rate-perception fine-tuning ({cfg.codec})")
-                common.barrier(dist)
+            if common.due(done, cfg.ckpt_every, cfg.steps):
+                run.checkpoint(
+                    done, lambda path: common.save_checkpoint(
+                        path, model=model, optimizer=opt, scheduler=sched, step=done,
+                        trainable_only=True, extra={"identity": identity}),
+                    keep=cfg.keep_checkpoints,
+                    plot=[c for c in columns if c not in ("lr", "quality")],
+                    title=f"rate-perception fine-tuning ({cfg.codec})")
         bar.close()
-        if dist.is_main:
-            save_model(model, out / "model")
-        common.barrier(dist)
-        return out / "model"
+        return run.finish(lambda folder: save_model(model, folder))
     finally:
         common.ddp_teardown()
