@@ -3,7 +3,7 @@
 OSDiff model (issue 14, item 5), in the diffusers folder layout that
 ``OSDiff.from_backbone`` and ``gencodec train osdiff --backbone`` read.
 
-Two stages, on random crops of the training photos (``gencodec.train.osdiff.PhotoCrops``,
+Two stages, on random crops of the training photos (``gencodec.train.data.PhotoCrops``,
 keyed by ``(seed, step)``):
 
 a. **VAE**: a small ``diffusers.AutoencoderKL`` (f = 2^(levels-1), 4 latent channels)

@@ -23,6 +23,7 @@ from gencodec.errors import InputError
 from gencodec.osdiff.discriminator import (FeatureDiscriminator, discriminator_loss,
                                            generator_loss, renoise)
 from gencodec.train import common, osdiff
+from gencodec.train.data import PhotoCrops
 from gencodec.train.osdiff_config import OSDiffTrainConfig
 
 TINY_PATH = Path(__file__).parents[1] / "osdiff" / "tiny.py"
@@ -140,25 +141,25 @@ def names(module: torch.nn.Module, params) -> set[str]:
 
 
 def test_photo_crops_are_keyed_by_step(photo_dirs):
-    crops = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=1)
+    crops = PhotoCrops(str(photo_dirs[0]), 32, seed=1)
     a, b = crops.batch(5, 3), crops.batch(5, 3)
     assert a.shape == (3, 3, 32, 32) and torch.equal(a, b)
     assert not torch.equal(a, crops.batch(6, 3))
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
     with pytest.raises(InputError, match="smaller than the crop"):
-        osdiff.PhotoCrops(str(photo_dirs[0]), 128)
+        PhotoCrops(str(photo_dirs[0]), 128)
     # decoding the photos when drawn (the distillation's sampler) draws the same crops
-    lazy = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=1, preload=False)
+    lazy = PhotoCrops(str(photo_dirs[0]), 32, seed=1, preload=False)
     assert torch.equal(lazy.batch(5, 3), a) and lazy.fingerprint() == crops.fingerprint()
     with pytest.raises(InputError, match="smaller than the crop"):
-        osdiff.PhotoCrops(str(photo_dirs[0]), 128, preload=False).batch(0, 1)
+        PhotoCrops(str(photo_dirs[0]), 128, preload=False).batch(0, 1)
 
 
 def test_steps_are_finite_and_the_backbone_stays_frozen(photo_dirs, backbone, tmp_path):
     tr = make_trainer(make_config(photo_dirs, backbone, tmp_path))
     vae, unet = snapshot(tr.model.vae), snapshot(tr.model.unet)
     codec, control = snapshot(tr.model.latent_codec), snapshot(tr.model.control)
-    crops = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3)
+    crops = PhotoCrops(str(photo_dirs[0]), 32, seed=3)
     for step in range(2):
         logs = tr.train_step(crops.batch(step, 2))
         assert set(logs) == set(osdiff.LOG_COLUMNS)
@@ -182,7 +183,7 @@ def test_gan_term_has_a_gradient_on_the_generator(photo_dirs, backbone, tmp_path
     cfg = make_config(photo_dirs, backbone, tmp_path, lambda_diff=0.0, lambda_feature=0.0,
                       lambda_rate=0.0, lambda_gan=1.0, weight_decay=0.0)
     tr = make_trainer(cfg)
-    x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
+    x = PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
     before, disc = snapshot(tr.model), snapshot(tr.disc)
     logs, _, _ = tr.generator_step(x)
     assert logs["gan"] > 0 and logs["grad_g"] > 0
@@ -220,7 +221,7 @@ def test_scaled_updates_match_plain_ones(photo_dirs, backbone, tmp_path):
     here a CPU scaler, the CUDA one behaves alike) gives the plain update's result; an
     overflowing scale skips the step and shrinks the scale."""
     cfg = make_config(photo_dirs, backbone, tmp_path)
-    x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
+    x = PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
     plain, scaled = make_trainer(cfg), make_trainer(cfg)
     scaled.scaler_g = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     a, b = plain.generator_step(x)[0], scaled.generator_step(x)[0]
@@ -236,7 +237,7 @@ def test_scaled_updates_match_plain_ones(photo_dirs, backbone, tmp_path):
 
 def test_updates_alternate(photo_dirs, backbone, tmp_path):
     tr = make_trainer(make_config(photo_dirs, backbone, tmp_path))
-    x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
+    x = PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
     generator = names(tr.model, tr.g_params)
     quantiles = names(tr.model, tr.aux_params)
     assert generator and quantiles and not generator & quantiles
@@ -264,7 +265,7 @@ def test_updates_alternate(photo_dirs, backbone, tmp_path):
 
 def test_per_sample_draws_do_not_depend_on_the_split(photo_dirs, backbone, tmp_path):
     tr = make_trainer(make_config(photo_dirs, backbone, tmp_path))
-    x = osdiff.PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
+    x = PhotoCrops(str(photo_dirs[0]), 32, seed=3).batch(0, 2)
     with torch.no_grad():
         whole = tr._forward(x)
         halves = []

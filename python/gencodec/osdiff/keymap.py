@@ -54,7 +54,6 @@ import re
 
 import torch
 
-# re-exported: the backbone the public weights go with (benchmarks/osdiff.py builds it)
 from gencodec.osdiff.entropy import LIKELIHOOD_BOUND, SCALE_BOUND, scale_table
 
 CODEC_PREFIX, CONTROL_PREFIX = "preprocess_model.", "control_model."

@@ -62,7 +62,7 @@ from gencodec.train import common
 from gencodec.train.data import PhotoCrops
 from gencodec.train.osdiff_config import OPTIMIZERS, OSDiffTrainConfig
 
-__all__ = ["OSDiffTrainConfig", "OSDiffTrainer", "PhotoCrops", "generator_losses", "train"]
+__all__ = ["OSDiffTrainConfig", "OSDiffTrainer", "generator_losses", "train"]
 
 LOG_COLUMNS = ("loss", "diff", "rate", "feature", "gan", "d_loss", "d_real", "d_fake",
                "d_accuracy", "aux", "grad_g", "grad_d")
@@ -384,7 +384,7 @@ def train(cfg: OSDiffTrainConfig, *, stream=None) -> Path:
         sampler = PhotoCrops(cfg.train, cfg.crop, cfg.seed, cfg.short_side)
         model = build_model(cfg)
         trainer = OSDiffTrainer(model, cfg, dist)
-        identity = json.loads(json.dumps({**cfg.identity(), "data": sampler.fingerprint()}))
+        identity = {**cfg.identity(), "data": sampler.fingerprint()}
         if run.resume_from is not None:
             trainer.load(run.resume_from, identity)
         n_g = sum(p.numel() for p in trainer.g_params)
