@@ -39,7 +39,9 @@ from gencodec.codecs_ext.base import Codec, QualityRange
 from gencodec.errors import BitstreamError, GencodecError, InputError
 
 MAGIC = b"OSDF"
-PAYLOAD_VERSION = 2
+#: 3: decoded from the shared noise of PFR format 2 (gencodec.rcc.philox_normals).
+#: 2: the noise of PFR format 1, and 1: no end marker; neither is read any more.
+PAYLOAD_VERSION = 3
 _HEAD = struct.Struct(">4sBB")
 RATE_MODELS = "osdiff"
 
@@ -210,6 +212,10 @@ def parse_payload(payload: bytes) -> tuple[int, np.ndarray]:
     if version == 1:
         raise BitstreamError("osdiff: payload version 1 (no end marker) is no longer read: "
                              f"re-encode the image (this gencodec reads {PAYLOAD_VERSION})")
+    if version == 2:
+        raise BitstreamError("osdiff: payload version 2 decodes from the shared noise of PFR "
+                             "format 1, which this gencodec no longer draws: re-encode the "
+                             f"image (this gencodec reads {PAYLOAD_VERSION})")
     if version != PAYLOAD_VERSION:
         raise BitstreamError(f"osdiff: payload version {version} unknown (this gencodec "
                              f"reads {PAYLOAD_VERSION})")

@@ -25,8 +25,11 @@ constexpr int kMaxChunkBits = 24;
 // Throws std::invalid_argument unless kMinChunkBits <= k <= kMaxChunkBits.
 void check_chunk_bits(int k);
 
-// Per-dimension coefficients of one chunk, padded to a multiple of 4 dimensions with
-// c = 0, e = 1, b = 0 (a zero term).
+// Dimensions per padded group of a chunk's coefficients: a Philox block's normals.
+constexpr int64_t kCoeffPad = kNormalsPerBlock;
+
+// Per-dimension coefficients of one chunk, padded to a multiple of kCoeffPad (8)
+// dimensions with c = 0, e = 1, b = 0 (a zero term).
 struct ChunkCoeffs {
   int64_t d = 0;
   std::vector<float> c;  // 1 - a = (s_q - s_p) / s_q
@@ -66,13 +69,39 @@ struct ScoreArgs {
   Key key;
   const uint64_t* arrival;  // fixed-point arrival times, one per candidate
   uint64_t K;
+  const float* table;  // normal_table()
 };
+
+// The quantile table of the normals (kNormalLevels floats, normal_table_entry), built
+// on first use (host memory; the CUDA coder copies it to the device).
+inline const float* normal_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(kNormalLevels);
+    for (uint32_t i = 0; i < kNormalLevels; ++i) t[i] = normal_table_entry(i);
+    return t;
+  }();
+  return table.data();
+}
+
+// The scores of candidates j0 ... j0 + lanes - 1 (those below K) from their log-weight
+// sums acc[0 .. lanes), into best.
+inline void keep_best(const ScoreArgs& a, uint64_t j0, int lanes, const double* acc, Best& best) {
+  for (int l = 0; l < lanes; ++l) {
+    const uint64_t j = j0 + static_cast<uint64_t>(l);
+    if (j >= a.K) break;
+    const double score = log_arrival(a.arrival[j]) - 0.5 * acc[l];
+    if (better(score, j, best.score, best.index)) {
+      best.score = score;
+      best.index = j;
+    }
+  }
+}
 
 // Scores candidates [j_begin, j_end) into best; j_begin is a multiple of the kernel's
 // lane count (candidates scored together), and candidates >= K are skipped. One
 // variant per instruction set, all producing the same bits.
 using ScoreFn = void (*)(const ScoreArgs& a, uint64_t j_begin, uint64_t j_end, Best& best);
-// The normals of blocks first ... first + count - 1 (normal_block) into out[0 .. 4 count).
+// The normals of blocks first ... first + count - 1 (normal_block) into out[0 .. 8 count).
 using NormalsFn = void (*)(Key key, uint64_t first, int64_t count, float* out);
 // The Philox words of blocks first ... first + count - 1 of a domain into
 // out[0 .. 4 count) (philox_block).
@@ -131,7 +160,8 @@ struct Values {
 // The chunks of a step of n dimensions: the permutation of (seed, step) cut into
 // n_chunks nearly equal parts, the first n mod n_chunks one dimension longer. Chunk c
 // holds the dimensions perm[start(c) ... start(c+1)); its scoring coefficients sit at
-// coeff_offset(c), each chunk padded to a multiple of 4 (the zero term of ChunkCoeffs).
+// coeff_offset(c), each chunk padded to a multiple of kCoeffPad (the zero term of
+// ChunkCoeffs).
 struct StepChunks {
   int64_t n_dims = 0, n_chunks = 0;
   std::vector<uint32_t> perm;
@@ -141,7 +171,7 @@ struct StepChunks {
   }
   RCC_HD static int64_t coeff_offset(int64_t n, int64_t nc, int64_t c) {
     const int64_t q = n / nc, r = n % nc, big = c < r ? c : r;
-    return big * ((q + 4) / 4 * 4) + (c - big) * ((q + 3) / 4 * 4);
+    return big * ((q + 8) / 8 * 8) + (c - big) * ((q + 7) / 8 * 8);
   }
   int64_t start(int64_t c) const { return start(n_dims, n_chunks, c); }
   int64_t dims(int64_t c) const { return start(c + 1) - start(c); }
@@ -160,7 +190,8 @@ struct StepGaussians {
 };
 
 // Largest |value| accepted (samples mu_p + s_p n with |n| < 7 stay in float32) and
-// the largest |normal| the generator draws; the same bounds as gencodec.rcc's checks.
+// a bound on |normal| (the table's largest is 4.34); the same bounds as
+// gencodec.rcc's checks.
 constexpr double kMaxValue = 3.4028234663852886e38 / 16.0;
 constexpr double kMaxNormal = 7.0;
 

@@ -21,7 +21,7 @@ ChunkCoeffs make_coeffs(const double* mu_q, const double* s_q, const double* mu_
     throw std::invalid_argument("PFR chunk needs at least 1 dimension, got " + std::to_string(d));
   ChunkCoeffs cf;
   cf.d = d;
-  const int64_t padded = (d + 3) / 4 * 4;
+  const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
   cf.c.assign(padded, 0.0f);
   cf.e.assign(padded, 1.0f);
   cf.b.assign(padded, 0.0f);
@@ -100,11 +100,12 @@ void arrival_times_serial(Key key, uint64_t K, uint64_t* out) {
 void normals_range(const CpuKernel& kernel, Key key, uint64_t start, int64_t count, float* out,
                    std::vector<float>& buffer) {
   if (count <= 0) return;
-  const uint64_t first = start >> 2, last = (start + static_cast<uint64_t>(count) - 1) >> 2;
+  const uint64_t first = start / kNormalsPerBlock;
+  const uint64_t last = (start + static_cast<uint64_t>(count) - 1) / kNormalsPerBlock;
   const int64_t blocks = static_cast<int64_t>(last - first + 1);
-  buffer.resize(static_cast<size_t>(4 * blocks));
+  buffer.resize(static_cast<size_t>(kNormalsPerBlock * blocks));
   kernel.normals(key, first, blocks, buffer.data());
-  std::copy_n(buffer.data() + (start - 4 * first), count, out);
+  std::copy_n(buffer.data() + (start - kNormalsPerBlock * first), count, out);
 }
 
 void normals_cpu(Key key, uint64_t start, int64_t count, float* out) {
@@ -161,7 +162,8 @@ uint64_t pfr_encode_cpu(const ChunkCoeffs& cf, Key key, int k) {
   check_chunk_bits(k);
   const uint64_t K = uint64_t{1} << k;
   const std::vector<uint64_t> arrival = arrival_times(key, K);
-  const ScoreArgs args{cf.c.data(), cf.e.data(), cf.b.data(), cf.d, key, arrival.data(), K};
+  const ScoreArgs args{cf.c.data(), cf.e.data(), cf.b.data(), cf.d, key, arrival.data(), K,
+                       normal_table()};
   const uint64_t index = pfr_argmin_cpu(select_cpu_kernel(), args, omp_get_max_threads());
   if (index >= K) throw std::runtime_error("PFR found no finite score (non-finite coefficients?)");
   return index;

@@ -1,9 +1,9 @@
 // PFR encoder on a CUDA GPU: candidates are generated and scored in registers (one
 // thread per candidate, never materialising the K x d samples), the arrival times
 // are an exact integer prefix sum (CUB), and a two-level (score, index) reduction
-// gives the argmin. Same arithmetic as the CPU kernel (philox.hpp, --fmad=false,
-// terms summed four at a time in float, then in double, in dimension order), so the same inputs
-// give the same index. A whole step is one scoring launch over chunks x candidates
+// gives the argmin. Same arithmetic as the CPU kernel (philox.hpp, --fmad=false, the
+// host's quantile table copied to the device once, terms summed four at a time in float,
+// then in double, in dimension order), so the same inputs give the same index. A whole step is one scoring launch over chunks x candidates
 // (pfr_encode_step_cuda), its coefficients copied to the device once.
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -51,11 +51,24 @@ struct Workspace {
   std::mutex mutex;
   DeviceBuffer coeffs, exps, arrival, scan_tmp, block_score, block_index, result, normals;
   DeviceBuffer done;  // per-chunk count of finished score blocks (whole steps)
+  DeviceBuffer table;  // normal_table(), copied on first use
+  bool table_ready = false;
 };
 
 Workspace& workspace() {
   static Workspace* ws = new Workspace();  // never freed: outlives the CUDA runtime teardown
   return *ws;
+}
+
+// The quantile table on the device (the caller holds ws.mutex).
+const float* device_table(Workspace& ws) {
+  const size_t bytes = kNormalLevels * sizeof(float);
+  float* dev = static_cast<float*>(ws.table.get(bytes));
+  if (!ws.table_ready) {
+    check(cudaMemcpy(dev, normal_table(), bytes, cudaMemcpyHostToDevice), "copy normal table");
+    ws.table_ready = true;
+  }
+  return dev;
 }
 
 __global__ void exponentials_kernel(Key key, uint64_t K, uint64_t* out) {
@@ -101,38 +114,25 @@ __device__ void block_argmin(double& s, uint64_t& i) {
 }
 
 // The log-weight sum of candidate j of a chunk of d dimensions (coefficients c, e, b
-// padded to a multiple of 4): the CPU kernel's operations in the CPU kernel's order.
+// padded to a multiple of 8): the CPU kernel's operations in the CPU kernel's order.
 __device__ double candidate_log_weight(const float* __restrict__ c, const float* __restrict__ e,
                                        const float* __restrict__ b, int64_t d, Key key,
-                                       uint64_t j) {
-  const uint64_t base = j * static_cast<uint64_t>(d);
-  const uint64_t blk = base >> 2;
-  const uint32_t o = static_cast<uint32_t>(base & 3u);
-  const bool aligned = (d & 3) == 0;
-  float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
-  if (!aligned) normal_block(blk, key, p0, p1, p2, p3);
-  const uint64_t shift = aligned ? 0u : 1u;
-  const int64_t d4 = (d + 3) / 4;
+                                       uint64_t j, const float* __restrict__ table) {
+  const uint64_t row = candidate_start(j) / kNormalsPerBlock;
+  const int64_t blocks = (d + kCoeffPad - 1) / kCoeffPad;
   double acc = 0.0;
-  for (int64_t t = 0; t < d4; ++t) {
-    float q0, q1, q2, q3;
-    normal_block(blk + static_cast<uint64_t>(t) + shift, key, q0, q1, q2, q3);
-    float n0 = q0, n1 = q1, n2 = q2, n3 = q3;
-    if (!aligned) {
-      n0 = o == 0 ? p0 : (o == 1 ? p1 : (o == 2 ? p2 : p3));
-      n1 = o == 0 ? p1 : (o == 1 ? p2 : (o == 2 ? p3 : q0));
-      n2 = o == 0 ? p2 : (o == 1 ? p3 : (o == 2 ? q0 : q1));
-      n3 = o == 0 ? p3 : (o == 1 ? q0 : (o == 2 ? q1 : q2));
-      p0 = q0;
-      p1 = q1;
-      p2 = q2;
-      p3 = q3;
+  for (int64_t t = 0; t < blocks; ++t) {
+    float n[8];
+    normal_block(row + static_cast<uint64_t>(t), key, table, n);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float4 cc = __ldg(reinterpret_cast<const float4*>(c) + 2 * t + h);
+      const float4 ee = __ldg(reinterpret_cast<const float4*>(e) + 2 * t + h);
+      const float4 bb = __ldg(reinterpret_cast<const float4*>(b) + 2 * t + h);
+      acc += static_cast<double>(term4(n[4 * h], n[4 * h + 1], n[4 * h + 2], n[4 * h + 3], cc.x,
+                                       cc.y, cc.z, cc.w, ee.x, ee.y, ee.z, ee.w, bb.x, bb.y,
+                                       bb.z, bb.w));
     }
-    const float4 cc = __ldg(reinterpret_cast<const float4*>(c) + t);
-    const float4 ee = __ldg(reinterpret_cast<const float4*>(e) + t);
-    const float4 bb = __ldg(reinterpret_cast<const float4*>(b) + t);
-    acc += static_cast<double>(term4(n0, n1, n2, n3, cc.x, cc.y, cc.z, cc.w, ee.x, ee.y, ee.z,
-                                     ee.w, bb.x, bb.y, bb.z, bb.w));
   }
   return acc;
 }
@@ -140,13 +140,13 @@ __device__ double candidate_log_weight(const float* __restrict__ c, const float*
 __global__ void __launch_bounds__(kThreads)
     score_kernel(const float* __restrict__ c, const float* __restrict__ e,
                  const float* __restrict__ b, int64_t d, Key key,
-                 const uint64_t* __restrict__ arrival, uint64_t K, double* block_score,
-                 uint64_t* block_index) {
+                 const uint64_t* __restrict__ arrival, uint64_t K,
+                 const float* __restrict__ table, double* block_score, uint64_t* block_index) {
   const uint64_t j = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
   double score = CUDART_INF;
   uint64_t index = ~uint64_t{0};
   if (j < K) {
-    score = log_arrival(arrival[j]) - 0.5 * candidate_log_weight(c, e, b, d, key, j);
+    score = log_arrival(arrival[j]) - 0.5 * candidate_log_weight(c, e, b, d, key, j, table);
     index = j;
   }
   block_argmin(score, index);
@@ -166,15 +166,16 @@ __global__ void final_argmin_kernel(const double* block_score, const uint64_t* b
   if (threadIdx.x == 0) *out = i;
 }
 
-__global__ void normals_kernel(Key key, uint64_t start, int64_t count, float* out) {
+__global__ void normals_kernel(Key key, uint64_t start, int64_t count,
+                               const float* __restrict__ table, float* out) {
   const uint64_t q = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
-  const uint64_t blk = (start >> 2) + q;
-  if (4 * blk >= start + static_cast<uint64_t>(count)) return;
-  float n[4];
-  normal_block(blk, key, n[0], n[1], n[2], n[3]);
+  const uint64_t blk = start / kNormalsPerBlock + q;
+  if (blk > (start + static_cast<uint64_t>(count) - 1) / kNormalsPerBlock) return;
+  float n[8];
+  normal_block(blk, key, table, n);
 #pragma unroll
-  for (int r = 0; r < 4; ++r) {
-    const uint64_t idx = 4 * blk + r;
+  for (int r = 0; r < 8; ++r) {
+    const uint64_t idx = kNormalsPerBlock * blk + r;
     if (idx >= start && idx - start < static_cast<uint64_t>(count)) out[idx - start] = n[r];
   }
 }
@@ -214,7 +215,8 @@ __global__ void step_exponentials_kernel(StepBatch s, uint64_t* out) {
 // block of a chunk to finish reduces the chunk's block results into its index.
 __global__ void __launch_bounds__(kThreads)
     step_score_kernel(StepBatch s, const float* __restrict__ cf, int64_t n_coeffs,
-                      const uint64_t* __restrict__ sums, uint64_t bpc, double* block_score,
+                      const uint64_t* __restrict__ sums, uint64_t bpc,
+                      const float* __restrict__ table, double* block_score,
                       uint64_t* block_index, unsigned int* done, uint64_t* indices) {
   const int64_t c = static_cast<int64_t>(blockIdx.x / bpc);
   const uint64_t jb = blockIdx.x % bpc;
@@ -230,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t arrival = sums[at + j] - (at == 0 ? 0u : sums[at - 1]);
     score = log_arrival(arrival) -
             0.5 * candidate_log_weight(cf + o, cf + n_coeffs + o, cf + 2 * n_coeffs + o, d,
-                                       chunk_key(s, c), j);
+                                       chunk_key(s, c), j, table);
     index = j;
   }
   block_argmin(score, index);
@@ -287,7 +289,8 @@ uint64_t pfr_encode_cuda(const ChunkCoeffs& cf, Key key, int k) {
   double* bs = static_cast<double*>(ws.block_score.get(blocks * sizeof(double)));
   uint64_t* bi = static_cast<uint64_t*>(ws.block_index.get(blocks * sizeof(uint64_t)));
   score_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(
-      coeffs, coeffs + padded, coeffs + 2 * padded, cf.d, key, arrival, K, bs, bi);
+      coeffs, coeffs + padded, coeffs + 2 * padded, cf.d, key, arrival, K, device_table(ws), bs,
+      bi);
   check(cudaGetLastError(), "score_kernel");
   uint64_t* result = static_cast<uint64_t*>(ws.result.get(sizeof(uint64_t)));
   final_argmin_kernel<<<1, 1024>>>(bs, bi, blocks, result);
@@ -304,9 +307,10 @@ void normals_cuda(Key key, uint64_t start, int64_t count, float* out) {
   Workspace& ws = workspace();
   std::lock_guard<std::mutex> lock(ws.mutex);
   float* dev = static_cast<float*>(ws.normals.get(static_cast<size_t>(count) * sizeof(float)));
-  const uint64_t blocks4 = ((start + static_cast<uint64_t>(count) - 1) >> 2) - (start >> 2) + 1;
-  normals_kernel<<<static_cast<unsigned>((blocks4 + kThreads - 1) / kThreads), kThreads>>>(
-      key, start, count, dev);
+  const uint64_t blocks8 = (start + static_cast<uint64_t>(count) - 1) / kNormalsPerBlock -
+                           start / kNormalsPerBlock + 1;
+  normals_kernel<<<static_cast<unsigned>((blocks8 + kThreads - 1) / kThreads), kThreads>>>(
+      key, start, count, device_table(ws), dev);
   check(cudaGetLastError(), "normals_kernel");
   check(cudaMemcpy(out, dev, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost),
         "copy normals");
@@ -343,6 +347,7 @@ void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks
   unsigned int* done = static_cast<unsigned int*>(ws.done.get(batch * sizeof(unsigned int)));
   uint64_t* out = static_cast<uint64_t*>(ws.result.get(n_chunks * sizeof(uint64_t)));
   check(cudaMemset(done, 0, batch * sizeof(unsigned int)), "clear done");
+  const float* table = device_table(ws);
   for (int64_t c0 = 0; c0 < n_chunks; c0 += batch) {
     const StepBatch s{n_dims, n_chunks, c0, std::min(batch, n_chunks - c0), seed, step, K};
     const uint64_t items = static_cast<uint64_t>(s.n) * K;
@@ -357,7 +362,7 @@ void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks
     check(cub::DeviceScan::InclusiveSum(tmp, tmp_bytes, exps, sums, static_cast<int>(items)),
           "scan");
     step_score_kernel<<<static_cast<unsigned>(static_cast<uint64_t>(s.n) * bpc), threads>>>(
-        s, coeffs, static_cast<int64_t>(n_coeffs), sums, bpc, bs, bi, done, out);
+        s, coeffs, static_cast<int64_t>(n_coeffs), sums, bpc, table, bs, bi, done, out);
     check(cudaGetLastError(), "step_score_kernel");
   }
   std::vector<uint64_t> host(static_cast<size_t>(n_chunks));

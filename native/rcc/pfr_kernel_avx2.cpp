@@ -1,6 +1,8 @@
 // CPU scoring kernel for AVX2: Philox on 4 chains of 4 lanes with 32x32->64 multiplies
-// (vpmuludq). No FMA is ever emitted (-ffp-contract=off), so the results equal the
-// portable kernel's bit for bit. Standard headers come before the target pragma.
+// (vpmuludq), the normals gathered from the quantile table (vgatherdps) and scored
+// while the words are still in registers. No FMA is ever emitted (-ffp-contract=off),
+// so the results equal the portable kernel's bit for bit. Standard headers come
+// before the target pragma.
 #include "rcc/pfr.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -13,7 +15,7 @@ namespace gencodec {
 namespace rcc {
 namespace {
 
-constexpr int kKernelLanes = 32;  // candidates scored together (tuned per ISA)
+constexpr int kKernelLanes = 16;  // candidates scored together: 4 chains of 4
 
 // Four lanes per vector, one 32-bit word in the low half of each 64-bit lane (the
 // high halves carry garbage that vpmuludq ignores): no repacking inside the rounds.
@@ -28,10 +30,32 @@ inline __m256i pack_low(__m256i a, __m256i b) {
   return _mm256_blend_epi32(lo, hi, 0xF0);
 }
 
+// The rounds on kChains vectors of four counters (words in the low 32 bits of each
+// 64-bit lane), in place.
+inline void philox_rounds(Key key, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
+  const __m256i m0 = _mm256_set1_epi64x(kPhiloxM0), m1 = _mm256_set1_epi64x(kPhiloxM1);
+  uint32_t k0 = key.k0, k1 = key.k1;
+#pragma GCC unroll 10
+  for (int r = 0; r < kPhiloxRounds; ++r) {
+    const __m256i k0v = _mm256_set1_epi32(static_cast<int>(k0));
+    const __m256i k1v = _mm256_set1_epi32(static_cast<int>(k1));
+#pragma GCC unroll 4
+    for (int v = 0; v < kChains; ++v) {
+      const __m256i p0 = _mm256_mul_epu32(c0[v], m0);
+      const __m256i p1 = _mm256_mul_epu32(c2[v], m1);
+      c0[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[v]), k0v);
+      c2[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3[v]), k1v);
+      c1[v] = p1;
+      c3[v] = p0;
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
 inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0, uint32_t* w1,
                          uint32_t* w2, uint32_t* w3, uint32_t domain = kDomainNormal) {
   static_assert(kKernelLanes % (4 * kChains) == 0, "lanes come in groups of 4 * kChains");
-  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53), m1 = _mm256_set1_epi64x(0xCD9E8D57);
   const __m256i tt = _mm256_set1_epi64x(static_cast<long long>(t));
   for (int g = 0; g < kKernelLanes; g += 4 * kChains) {
     __m256i c0[kChains], c1[kChains], c2[kChains], c3[kChains];
@@ -42,23 +66,7 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
       c2[v] = _mm256_set1_epi64x(domain);
       c3[v] = _mm256_setzero_si256();
     }
-    uint32_t k0 = key.k0, k1 = key.k1;
-#pragma GCC unroll 10
-    for (int r = 0; r < 10; ++r) {
-      const __m256i k0v = _mm256_set1_epi32(static_cast<int>(k0));
-      const __m256i k1v = _mm256_set1_epi32(static_cast<int>(k1));
-#pragma GCC unroll 4
-      for (int v = 0; v < kChains; ++v) {
-        const __m256i p0 = _mm256_mul_epu32(c0[v], m0);
-        const __m256i p1 = _mm256_mul_epu32(c2[v], m1);
-        c0[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[v]), k0v);
-        c2[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3[v]), k1v);
-        c1[v] = p1;
-        c3[v] = p0;
-      }
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
+    philox_rounds(key, c0, c1, c2, c3);
     for (int v = 0; v < kChains; v += 2) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(w0 + g + 4 * v), pack_low(c0[v], c0[v + 1]));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(w1 + g + 4 * v), pack_low(c1[v], c1[v + 1]));
@@ -68,9 +76,78 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
   }
 }
 
-inline void sqrt_lanes(float* x) {
-  for (int l = 0; l < kKernelLanes; l += 8)
-    _mm256_storeu_ps(x + l, _mm256_sqrt_ps(_mm256_loadu_ps(x + l)));
+// term4 (pfr.hpp) on eight lanes: the same operations in the same order.
+inline __m256 term(__m256 n, const float* c, const float* e, const float* b, int i) {
+  const __m256 bb = _mm256_set1_ps(b[i]);
+  return _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(c[i]), n), bb),
+                       _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(e[i]), n), bb));
+}
+
+// Normals of the low and high halves of eight words.
+inline __m256 low_normals(const float* table, __m256i w) {
+  return _mm256_i32gather_ps(table, _mm256_and_si256(w, _mm256_set1_epi32(0xFFFF)), 4);
+}
+inline __m256 high_normals(const float* table, __m256i w) {
+  return _mm256_i32gather_ps(table, _mm256_srli_epi32(w, 16), 4);
+}
+
+// The lane code's score_group with the words kept in registers: Philox on the 16
+// candidates' counters {t, j, 0, 0}, then per half group of eight lanes the eight
+// normals and the two term4 sums of the block.
+#define RCC_KERNEL_HAS_SCORE_GROUP
+inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
+  static_assert(kKernelLanes == 4 * kChains, "one Philox pass per group");
+  const int64_t blocks = (a.d + kCoeffPad - 1) / kCoeffPad;
+  const uint64_t j0 = g * kKernelLanes;
+  __m256i rows[kChains];
+  for (int v = 0; v < kChains; ++v) {
+    const uint64_t j = j0 + 4 * static_cast<uint64_t>(v);
+    rows[v] = _mm256_setr_epi64x(static_cast<long long>(j), static_cast<long long>(j + 1),
+                                 static_cast<long long>(j + 2), static_cast<long long>(j + 3));
+  }
+  __m256d acc[kChains];
+  for (int v = 0; v < kChains; ++v) acc[v] = _mm256_setzero_pd();
+  for (int64_t t = 0; t < blocks; ++t) {
+    __m256i c0[kChains], c1[kChains], c2[kChains], c3[kChains];
+    const __m256i tt = _mm256_set1_epi64x(t);
+    for (int v = 0; v < kChains; ++v) {
+      c0[v] = tt;
+      c1[v] = rows[v];
+      c2[v] = _mm256_set1_epi64x(kDomainNormal);
+      c3[v] = _mm256_setzero_si256();
+    }
+    philox_rounds(a.key, c0, c1, c2, c3);
+    const float* c = a.c + 8 * t;
+    const float* e = a.e + 8 * t;
+    const float* b = a.b + 8 * t;
+    for (int h = 0; h < 2; ++h) {  // lanes 0-7, then 8-15
+      const __m256i w0 = pack_low(c0[2 * h], c0[2 * h + 1]);
+      const __m256i w1 = pack_low(c1[2 * h], c1[2 * h + 1]);
+      const __m256i w2 = pack_low(c2[2 * h], c2[2 * h + 1]);
+      const __m256i w3 = pack_low(c3[2 * h], c3[2 * h + 1]);
+      // Dimensions 8t ... 8t+3 (words 0, 1), then 8t+4 ... 8t+7 (words 2, 3).
+      const __m256 s0 = _mm256_add_ps(
+          _mm256_add_ps(_mm256_add_ps(term(low_normals(a.table, w0), c, e, b, 0),
+                                      term(high_normals(a.table, w0), c, e, b, 1)),
+                        term(low_normals(a.table, w1), c, e, b, 2)),
+          term(high_normals(a.table, w1), c, e, b, 3));
+      const __m256 s1 = _mm256_add_ps(
+          _mm256_add_ps(_mm256_add_ps(term(low_normals(a.table, w2), c, e, b, 4),
+                                      term(high_normals(a.table, w2), c, e, b, 5)),
+                        term(low_normals(a.table, w3), c, e, b, 6)),
+          term(high_normals(a.table, w3), c, e, b, 7));
+      // Lanes 8h ... 8h+3 and 8h+4 ... 8h+7, each adding its first sum, then its second.
+      __m256d& lo = acc[2 * h];
+      __m256d& hi = acc[2 * h + 1];
+      lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(s0)));
+      hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(s0, 1)));
+      lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(s1)));
+      hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(s1, 1)));
+    }
+  }
+  alignas(32) double sums[kKernelLanes];
+  for (int v = 0; v < kChains; ++v) _mm256_store_pd(sums + 4 * v, acc[v]);
+  keep_best(a, j0, kKernelLanes, sums, best);
 }
 
 #define RCC_KERNEL_NAME kKernelAvx2

@@ -24,11 +24,11 @@ constexpr int kKernelLanes = 64;  // candidates scored together (tuned per ISA)
 // high halves carry garbage that vpmuludq ignores), so a round is two multiplies,
 // two half swaps (vpshufd) and two three-way xors per eight lanes, with no repacking.
 // Four independent vectors go through the rounds together (instruction-level
-// parallelism for the 10-round dependency chain).
+// parallelism for the dependency chain of the rounds).
 constexpr int kChains = 4;
 
 inline void philox_chains(const __m512i* x, Key key, uint32_t domain, __m512i (*c)[4]) {
-  const __m512i m0 = _mm512_set1_epi64(0xD2511F53), m1 = _mm512_set1_epi64(0xCD9E8D57);
+  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
   for (int v = 0; v < kChains; ++v) {
     c[v][0] = x[v];
     c[v][1] = _mm512_srli_epi64(x[v], 32);
@@ -37,7 +37,7 @@ inline void philox_chains(const __m512i* x, Key key, uint32_t domain, __m512i (*
   }
   uint32_t k0 = key.k0, k1 = key.k1;
 #pragma GCC unroll 10
-  for (int r = 0; r < 10; ++r) {
+  for (int r = 0; r < kPhiloxRounds; ++r) {
     const __m512i k0v = _mm512_set1_epi32(static_cast<int>(k0));
     const __m512i k1v = _mm512_set1_epi32(static_cast<int>(k1));
 #pragma GCC unroll 4
@@ -51,8 +51,8 @@ inline void philox_chains(const __m512i* x, Key key, uint32_t domain, __m512i (*
       c[v][1] = p1;
       c[v][3] = p0;
     }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
   }
 }
 
@@ -75,11 +75,6 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
       }
     }
   }
-}
-
-inline void sqrt_lanes(float* x) {
-  for (int l = 0; l < kKernelLanes; l += 16)
-    _mm512_storeu_ps(x + l, _mm512_sqrt_ps(_mm512_loadu_ps(x + l)));
 }
 
 #define RCC_KERNEL_NAME kKernelAvx512

@@ -1,8 +1,4 @@
 // CPU scoring kernel, portable build (whatever the compiler's baseline vectorizes).
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "rcc/pfr.hpp"
 
 namespace gencodec {
@@ -18,20 +14,12 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
     const uint64_t x = blk[l] + t;
     uint32_t c0 = static_cast<uint32_t>(x), c1 = static_cast<uint32_t>(x >> 32);
     uint32_t c2 = domain, c3 = 0u;
-    philox4x32_10(c0, c1, c2, c3, key);
+    philox4x32(c0, c1, c2, c3, key);
     w0[l] = c0;
     w1[l] = c1;
     w2[l] = c2;
     w3[l] = c3;
   }
-}
-
-inline void sqrt_lanes(float* x) {
-#if defined(__SSE2__)
-  for (int l = 0; l < kKernelLanes; l += 4) _mm_storeu_ps(x + l, _mm_sqrt_ps(_mm_loadu_ps(x + l)));
-#else
-  for (int l = 0; l < kKernelLanes; ++l) x[l] = sqrt_float(x[l]);
-#endif
 }
 
 #define RCC_KERNEL_NAME kKernelGeneric

@@ -158,7 +158,7 @@ StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int thr
 #pragma omp parallel for schedule(dynamic, 64) num_threads(team(threads)) if (g.n > kBlock)
   for (int64_t c = 0; c < chunks.n_chunks; ++c) {
     const int64_t s = chunks.start(c), d = chunks.dims(c), o = chunks.coeff_offset(c);
-    const int64_t padded = (d + 3) / 4 * 4;
+    const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
     for (int64_t i = 0; i < d; ++i) {  // the arithmetic of make_coeffs
       const int64_t x = chunks.perm[static_cast<size_t>(s + i)];
       const double sq = g.s_q[x], sp = g.s_p[x];
@@ -185,9 +185,8 @@ void step_samples(const StepChunks& chunks, Values mu_p, Values s_p, uint64_t se
     for (int64_t c = 0; c < chunks.n_chunks; ++c) {
       const int64_t s = chunks.start(c), d = chunks.dims(c);
       const Key key = split_key(derive_key(seed, step, static_cast<uint64_t>(c)));
-      z.resize(static_cast<size_t>(d));  // normals index * d ... index * d + d - 1
-      normals_range(kernel, key, static_cast<uint64_t>(indices[c]) * static_cast<uint64_t>(d), d,
-                    z.data(), buffer);
+      z.resize(static_cast<size_t>(d));  // the normals of candidate indices[c]
+      normals_range(kernel, key, candidate_start(indices[c]), d, z.data(), buffer);
       for (int64_t i = 0; i < d; ++i) {  // the arithmetic of candidate_sample
         const int64_t x = chunks.perm[static_cast<size_t>(s + i)];
         sample[x] = static_cast<float>(mu_p[x] + s_p[x] * static_cast<double>(z[i]));
@@ -204,10 +203,12 @@ void encode_step_cpu(const StepGaussians& g, uint64_t seed, uint64_t step, int k
   const StepChunks chunks(g.n, n_chunks, seed, step);
   const StepCoeffs cf = step_coeffs(g, chunks, threads);
   const CpuKernel& kernel = select_cpu_kernel();
+  const float* table = normal_table();
   auto args = [&](int64_t c, const uint64_t* arrival) {
     const int64_t o = chunks.coeff_offset(c);
     return ScoreArgs{cf.c.data() + o, cf.e.data() + o, cf.b.data() + o, chunks.dims(c),
-                     split_key(derive_key(seed, step, static_cast<uint64_t>(c))), arrival, K};
+                     split_key(derive_key(seed, step, static_cast<uint64_t>(c))), arrival, K,
+                     table};
   };
   int64_t failed = -1;
   if (n_chunks >= kChunksPerThread * threads) {  // chunks across threads

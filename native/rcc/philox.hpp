@@ -1,30 +1,34 @@
-// Shared randomness for reverse-channel coding: Philox4x32-10 (Salmon et al. 2011,
-// "Parallel random numbers: as easy as 1, 2, 3", the Random123 generator), the key
-// derivation from (seed, step, chunk), and the transforms to standard normals and
-// exponentials. Everything here is compiled by both the C++ compiler and nvcc and
-// uses only integer operations and IEEE-754 +, -, *, / and sqrt (no library
-// log/sin/cos, no fused multiply-add: CMake builds with -ffp-contract=off and
-// --fmad=false), so CPU and GPU produce the same bits for the same key and counter.
+// Shared randomness for reverse-channel coding: Philox4x32-7 (Salmon et al. 2011,
+// "Parallel random numbers: as easy as 1, 2, 3", the Random123 generator at 7 rounds,
+// which passes BigCrush), the key derivation from (seed, step, chunk), standard
+// normals from a quantile table and exponentials. Everything here is compiled by both
+// the C++ compiler and nvcc and uses only integer operations and IEEE-754 +, -, *, /
+// and sqrt (no library log/sin/cos, no fused multiply-add: CMake builds with
+// -ffp-contract=off and --fmad=false), so CPU and GPU produce the same bits for the
+// same key and counter.
 //
-// Bitstream format (changing anything here changes every coded index; the golden
-// vectors in tests/rcc/test_philox.py pin it):
+// Bitstream format, PFR format 2 (changing anything here changes every coded index;
+// the golden vectors in tests/rcc/test_philox.py pin it). Format 1 (gencodec before
+// December 2026) drew Philox4x32-10 words and Box-Muller normals; it is not decoded.
 //   key64(seed, step, chunk) = mix(mix(mix(seed) ^ step) ^ chunk), with mix the
 //     splitmix64 finaliser; the Philox key is {low 32 bits, high 32 bits}.
 //   Philox counter of block b (64-bit) in domain D: {lo32(b), hi32(b), D, 0}.
 //   Domains: 0 candidate normals, 1 arrival-time exponentials, 2 dimension permutation.
-//   Normal number n (64-bit) = Box-Muller on block n/4 of domain 0: words (0,1) give
-//     normals 4b, 4b+1 (r cos t, r sin t), words (2,3) give 4b+2, 4b+3; the radius
-//     word u gives r = sqrt(-2 log((u>>9 + 1/2) / 2^23)), the angle word a gives
-//     t = 2 pi (a + 1/2) / 2^32 (reduced exactly to a quadrant and |x| <= pi/4).
-//   Candidate j of a chunk with d dimensions = normals j*d ... j*d + d - 1.
+//   Normal number n (64-bit) = Q[h], h the 16-bit half n%2 (low half first) of word
+//     (n/2)%4 of block n/8 of domain 0, and Q[i] = Phi^-1((i + 1/2) / 2^16) rounded to
+//     float (normal_quantile below: AS241 in double with log_double): 2^16 equally
+//     likely values, |n| <= 4.34, mean exactly 0 (Q is antisymmetric).
+//   Candidate j of a chunk with d dimensions = normals j*2^35 ... j*2^35 + d - 1: its
+//     own row of blocks j*2^32 + t (counter {t, j, 0, 0}), dimensions 8t ... 8t+7 in
+//     block t, so every candidate starts on a block (d <= 2^35).
 //   Exponential number j = -log((u>>9 + 1/2) / 2^23) with u = word j%4 of block j/4
 //     of domain 1, in fixed point: floor(value * 2^32) as an unsigned 64-bit integer,
 //     so the arrival times (prefix sums) are exact integers on every platform.
 //   Permutation of n dimensions (pfr_cpu.cpp): Fisher-Yates with key64(seed, step, 0)
 //     in domain 2; draw m (for i = n-1-m) is the 64-bit r = words 2(m%2) | 2(m%2)+1 << 32
 //     of block m/2, and i swaps with floor(r (i+1) / 2^64).
-//   The float operation sequences of log_float, rotate and term4 (pfr.hpp) are part
-//     of the format too: they fix the last bits of every normal and score.
+//   The float operation sequences of log_float and term4 (pfr.hpp) are part of the
+//     format too: they fix the last bits of every exponential and score.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -63,28 +67,38 @@ RCC_HD Key split_key(uint64_t key64) {
   return Key{static_cast<uint32_t>(key64), static_cast<uint32_t>(key64 >> 32)};
 }
 
-// Philox4x32-10 on the counter (c0, c1, c2, c3), in place, with key k.
-RCC_HD void philox4x32_10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, Key k) {
-  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-  constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+// Rounds of the format's Philox4x32 (Random123 recommends 10 and finds 7 the fewest
+// that pass BigCrush; the library's coder is faster by the rounds saved).
+constexpr int kPhiloxRounds = 7;
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+// Philox4x32-R on the counter (c0, c1, c2, c3), in place, with key k.
+template <int R>
+RCC_HD void philox4x32_rounds(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, Key k) {
   uint32_t k0 = k.k0, k1 = k.k1;
 #if defined(__CUDACC__)
 #pragma unroll
 #else
 #pragma GCC unroll 10
 #endif
-  for (int r = 0; r < 10; ++r) {
-    const uint64_t p0 = static_cast<uint64_t>(M0) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(M1) * c2;
+  for (int r = 0; r < R; ++r) {
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
     const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
     const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
     c0 = hi1 ^ c1 ^ k0;
     c1 = lo1;
     c2 = hi0 ^ c3 ^ k1;
     c3 = lo0;
-    k0 += W0;
-    k1 += W1;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
   }
+}
+
+// The format's generator: Philox4x32-7.
+RCC_HD void philox4x32(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, Key k) {
+  philox4x32_rounds<kPhiloxRounds>(c0, c1, c2, c3, k);
 }
 
 // The four words of block `block` in `domain`.
@@ -94,7 +108,7 @@ RCC_HD void philox_block(uint64_t block, uint32_t domain, Key k, uint32_t& w0, u
   w1 = static_cast<uint32_t>(block >> 32);
   w2 = domain;
   w3 = 0u;
-  philox4x32_10(w0, w1, w2, w3, k);
+  philox4x32(w0, w1, w2, w3, k);
 }
 
 // The bits of a value as another type of the same size (memcpy: a register move on
@@ -163,55 +177,62 @@ RCC_HD double log_double(double x) {
   return de * 6.93147180369123816490e-01 + (de * 1.90821492927058770002e-10 + logm);
 }
 
-// The square of the Box-Muller radius from a radius word: -2 log u.
-RCC_HD float radius_squared(uint32_t wr) { return -2.0f * log_float(uniform_open(wr)); }
+// --- normals ---------------------------------------------------------------------
+constexpr int kNormalBits = 16;                        // bits per normal
+constexpr uint32_t kNormalLevels = 1u << kNormalBits;  // entries of the quantile table
+constexpr int kNormalsPerBlock = 8;                    // two per 32-bit word
+constexpr int kCandidateShift = 35;                    // candidate j starts at normal j << 35
 
-// IEEE-754 square root (correctly rounded on every platform). The vectorised CPU
-// kernels call their instruction set's sqrt instead, which rounds the same way.
-RCC_HD float sqrt_float(float x) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(x);
-#else
-  return std::sqrt(x);
-#endif
+// The first normal of candidate j (a row of blocks of its own).
+RCC_HD uint64_t candidate_start(uint64_t j) { return j << kCandidateShift; }
+
+// Phi^-1(p) for p in [2^-17, 1 - 2^-17] in double: Wichura's AS241 (PPND16, relative
+// error about 1e-16), with log_double, so that the table is the same on every IEEE
+// platform. Exactly antisymmetric: p and 1 - p give q and -q.
+RCC_HD double normal_quantile(double p) {
+  const double q = p - 0.5;
+  if (q >= -0.425 && q <= 0.425) {
+    const double r = 0.180625 - q * q;
+    const double num =
+        ((((((r * 2509.0809287301226727 + 33430.575583588128105) * r + 67265.770927008700853) *
+                 r + 45921.953931549871457) * r + 13731.693765509461125) * r +
+          1971.5909503065514427) * r + 133.14166789178437745) * r + 3.387132872796366608;
+    const double den =
+        ((((((r * 5226.495278852545925 + 28729.085735721942674) * r + 39307.89580009271061) *
+                 r + 21213.794301586595867) * r + 5394.1960214247511077) * r +
+          687.1870074920579083) * r + 42.313330701600911252) * r + 1.0;
+    return q * num / den;
+  }
+  // The tails, r = sqrt(-log(min(p, 1 - p))) <= 3.43 here (AS241's branch r <= 5).
+  const double r = sqrt(-log_double(q < 0.0 ? p : 1.0 - p)) - 1.6;
+  const double num =
+      ((((((r * 7.7454501427834140764e-4 + 0.0227238449892691845833) * r +
+           0.24178072517745061177) * r + 1.27045825245236838258) * r +
+         3.64784832476320460504) * r + 5.7694972214606914055) * r + 4.6303378461565452959) * r +
+      1.42343711074968357734;
+  const double den =
+      ((((((r * 1.05075007164441684324e-9 + 5.475938084995344946e-4) * r +
+           0.0151986665636164571966) * r + 0.14810397642748007459) * r +
+         0.68976733498510000455) * r + 1.6763848301838038494) * r + 2.05319162663775882187) * r +
+      1.0;
+  const double x = num / den;
+  return q < 0.0 ? -x : x;
 }
 
-// Box-Muller given the radius r and the angle word: out0 = r cos t, out1 = r sin t
-// with t = 2 pi (wa + 1/2) / 2^32 = q pi/2 + x, |x| <= pi/4, reduced in integers.
-RCC_HD void rotate(float r, uint32_t wa, float& out0, float& out1) {
-  const uint32_t s = wa + 0x20000000u;
-  const uint32_t q = s >> 30;
-  const int32_t v = 2 * (static_cast<int32_t>((s & 0x3FFFFFFFu) >> 6) - 0x800000) + 1;
-  const float x = static_cast<float>(v) * 0x1.921fb6p-25f;  // (pi/2) / 2^25 in float
-  const float z = x * x;
-  float sn = -1.9515295891e-4f;
-  sn = sn * z + 8.3321608736e-3f;
-  sn = sn * z - 1.6666654611e-1f;
-  sn = sn * z * x + x;
-  float cs = 2.443315711809948e-5f;
-  cs = cs * z - 1.388731625493765e-3f;
-  cs = cs * z + 4.166664568298827e-2f;
-  cs = cs * z * z - 0.5f * z + 1.0f;
-  const bool swap = (q & 1u) != 0u;
-  const float c = swap ? sn : cs;
-  const float sv = swap ? cs : sn;
-  const uint32_t sign_c = ((q + 1u) & 2u) << 30;
-  const uint32_t sign_s = (q & 2u) << 30;
-  out0 = r * bits_float(float_bits(c) ^ sign_c);
-  out1 = r * bits_float(float_bits(sv) ^ sign_s);
+// Entry i of the quantile table: Phi^-1((i + 1/2) / 2^16) in float.
+RCC_HD float normal_table_entry(uint32_t i) {
+  return static_cast<float>(normal_quantile((static_cast<double>(i) + 0.5) / 65536.0));
 }
 
-// Box-Muller on one radius word and one angle word.
-RCC_HD void box_muller(uint32_t wr, uint32_t wa, float& out0, float& out1) {
-  rotate(sqrt_float(radius_squared(wr)), wa, out0, out1);
-}
-
-// The four normals of block `block` (normals 4*block ... 4*block + 3).
-RCC_HD void normal_block(uint64_t block, Key k, float& n0, float& n1, float& n2, float& n3) {
-  uint32_t w0, w1, w2, w3;
-  philox_block(block, kDomainNormal, k, w0, w1, w2, w3);
-  box_muller(w0, w1, n0, n1);
-  box_muller(w2, w3, n2, n3);
+// The eight normals of block `block` (normals 8*block ... 8*block + 7), from the
+// quantile table (kNormalLevels floats, normal_table_entry).
+RCC_HD void normal_block(uint64_t block, Key k, const float* table, float* n) {
+  uint32_t w[4];
+  philox_block(block, kDomainNormal, k, w[0], w[1], w[2], w[3]);
+  for (int r = 0; r < 4; ++r) {
+    n[2 * r] = table[w[r] & 0xFFFFu];
+    n[2 * r + 1] = table[w[r] >> 16];
+  }
 }
 
 // One Exp(1) draw from a word, in fixed point with 32 fraction bits.

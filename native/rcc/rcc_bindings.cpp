@@ -80,7 +80,7 @@ py::array_t<float> normals(Key key, uint64_t start, int64_t count, bool cuda) {
 
 py::array_t<float> sample_of(const double* mu_p, const double* s_p, int64_t d, Key key,
                              uint64_t index, bool cuda) {
-  py::array_t<float> n = normals(key, index * static_cast<uint64_t>(d), d, cuda);
+  py::array_t<float> n = normals(key, candidate_start(index), d, cuda);
   py::array_t<float> out(d);
   candidate_sample(mu_p, s_p, d, n.data(), out.mutable_data());
   return out;
@@ -122,16 +122,33 @@ void register_bindings(py::module_& m) {
   m.def("rcc_key", &derive_key, py::arg("seed"), py::arg("step"), py::arg("chunk"),
         "The 64-bit Philox key of (seed, step, chunk): splitmix64(splitmix64(splitmix64(seed) ^ "
         "step) ^ chunk); the Philox key words are its low and high 32 bits.");
+  m.attr("RCC_PHILOX_ROUNDS") = kPhiloxRounds;
   m.def(
-      "philox4x32_10",
-      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
+      "philox4x32",
+      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key, int rounds) {
         if (ctr.size() != 4 || key.size() != 2) {
-          throw std::invalid_argument("philox4x32_10 needs 4 counter words and 2 key words");
+          throw std::invalid_argument("philox4x32 needs 4 counter words and 2 key words");
         }
-        philox4x32_10(ctr[0], ctr[1], ctr[2], ctr[3], Key{key[0], key[1]});
+        if (rounds == 7) {
+          philox4x32_rounds<7>(ctr[0], ctr[1], ctr[2], ctr[3], Key{key[0], key[1]});
+        } else if (rounds == 10) {
+          philox4x32_rounds<10>(ctr[0], ctr[1], ctr[2], ctr[3], Key{key[0], key[1]});
+        } else {
+          throw std::invalid_argument("philox4x32 rounds must be 7 or 10, got " +
+                                      std::to_string(rounds));
+        }
         return py::make_tuple(ctr[0], ctr[1], ctr[2], ctr[3]);
       },
-      py::arg("counter"), py::arg("key"), "One Philox4x32-10 block (Random123 semantics).");
+      py::arg("counter"), py::arg("key"), py::arg("rounds") = kPhiloxRounds,
+      "One Philox4x32-R block (Random123 semantics); the format uses R = RCC_PHILOX_ROUNDS.");
+  m.def(
+      "rcc_normal_table",
+      [] {
+        py::array_t<float> out(kNormalLevels);
+        std::copy_n(normal_table(), kNormalLevels, out.mutable_data());
+        return out;
+      },
+      "The quantile table of the normals: Phi^-1((i + 1/2) / 2^16), i = 0 ... 2^16 - 1.");
   m.def(
       "rcc_normals",
       [](uint64_t seed, uint64_t step, uint64_t chunk, uint64_t start, int64_t count,

@@ -29,9 +29,12 @@ sample's scatter in C++, chunks or candidates across OpenMP threads; on a GPU on
 launch over chunks x candidates); :func:`encode_step_per_chunk` is the same code with
 one native call per chunk, the reference the tests and benchmarks check it against.
 
-Shared randomness and the bitstream format are defined in ``native/rcc/philox.hpp``
-(Philox4x32-10 keyed by ``(seed, step, chunk)`` through splitmix64, normals by
-Box-Muller from counters ``j*d ... j*d+d-1``) and pinned by golden vectors in the tests.
+Shared randomness and the bitstream format (PFR format ``FORMAT_VERSION``) are defined
+in ``native/rcc/philox.hpp``: Philox4x32-7 keyed by ``(seed, step, chunk)`` through
+splitmix64; each normal is one of 2^16 equally likely values, ``Phi^-1((h + 1/2) / 2^16)``
+for a 16-bit half ``h`` of a Philox word; candidate ``j`` draws its ``d`` normals from
+its own row of counters (:func:`candidate_normals`). Golden vectors in the tests pin it.
+Format 1 (Philox4x32-10 and Box-Muller normals) is no longer coded.
 
 Arithmetic: inputs (float32 or float64) are read as float64; the per-dimension
 coefficients ``(sigma_q - sigma_p)/sigma_q``, ``(sigma_q + sigma_p)/sigma_q`` and
@@ -72,6 +75,8 @@ __all__ = [
     "permutation",
     "pfr_decode_chunk",
     "pfr_encode_chunk",
+    "FORMAT_VERSION",
+    "candidate_normals",
     "philox_normals",
     "rcc_key",
 ]
@@ -79,11 +84,16 @@ __all__ = [
 MIN_CHUNK_BITS = _native.RCC_MIN_CHUNK_BITS  # 1
 MAX_CHUNK_BITS = _native.RCC_MAX_CHUNK_BITS  # 24: 2^24 candidates, 128 MiB of arrival times
 DEFAULT_PADDING_BITS = 2.0
+#: The version of the PFR stream format (native/rcc/philox.hpp): what a DiffC payload
+#: written by this library needs to be decoded.
+FORMAT_VERSION = 2
 #: Inputs are refused beyond this magnitude, so that a sample mu_p + sigma_p * n
-#: (|n| < 7, the largest Box-Muller radius of 32-bit uniforms) fits in float32.
+#: (|n| < 7) fits in float32.
 _MAX_VALUE = float(np.finfo(np.float32).max) / 16
-#: The largest |normal| the shared generator draws, sqrt(-2 log 2^-33) < 7.
+#: A bound on |normal| (the quantile table's largest is Phi^-1(1 - 2^-17) = 4.32).
 _MAX_NORMAL = 7.0
+#: Candidate j's normals start at counter j << _CANDIDATE_SHIFT (its own row of blocks).
+_CANDIDATE_SHIFT = 35
 _DEVICES = ("cpu", "cuda")
 
 
@@ -373,6 +383,18 @@ def philox_normals(
         int(count),
         _device(device),
     )
+
+
+def candidate_normals(
+    seed: int, step: int, chunk: int, index: int, d: int, device: str = "cpu"
+) -> np.ndarray:
+    """The ``d`` standard normals of candidate ``index`` of chunk ``(seed, step, chunk)``:
+    its sample is ``mu_p + sigma_p * n`` (float32)."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not (
+        0 <= index < 2**MAX_CHUNK_BITS
+    ):
+        raise InputError(f"index must be an integer in [0, 2**{MAX_CHUNK_BITS}), got {index!r}")
+    return philox_normals(seed, step, chunk, int(index) << _CANDIDATE_SHIFT, d, device)
 
 
 def cpu_kernel() -> str:

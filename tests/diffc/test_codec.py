@@ -127,6 +127,20 @@ def test_damaged_streams_raise_bitstream_error_only(codec, stream):
         codec.decode(forged, max_bytes=len(forged))
 
 
+def test_payloads_of_other_pfr_formats_are_refused(codec, stream):
+    """Version 1 payloads were coded with PFR format 1: decoding them with today's
+    normals would give a wrong picture, so they are refused with a message that says
+    what to do; unknown versions are refused too."""
+    head = container.read_header(stream)
+    payload = container.unpack(stream).payload
+    assert payload[0] == 2
+    for version, message in ((1, "version 1 .*PFR format 1.*re-encode"), (7, "unknown DiffC")):
+        forged = container.pack("diffc", head.width, head.height, bytes([version]) + payload[1:],
+                                head.fingerprint)
+        with pytest.raises(BitstreamError, match=message):
+            codec.decode(forged)
+
+
 def test_sizes_padding_and_refusal(codec, photo32, psnr):
     odd = np.ascontiguousarray(photo32[:27, :30])
     out = codec.decode(codec.encode(odd, quality=8))

@@ -97,6 +97,7 @@ def test_forged_payloads_raise_bitstream_error(codecs, stream):
         "wrong magic": b"XXXX" + payload[4:],
         "unknown version": payload[:4] + b"\x09" + payload[5:],
         "version 1 (no end marker)": payload[:4] + b"\x01" + payload[5:],
+        "version 2 (PFR format 1 noise)": payload[:4] + b"\x02" + payload[5:],
         "q out of range": payload[:5] + b"\x07" + payload[6:],
         "q 0": payload[:5] + b"\x00" + payload[6:],
         "empty body": payload[:6],
@@ -118,6 +119,10 @@ def test_forged_payloads_raise_bitstream_error(codecs, stream):
     data = container.pack("osdiff", head.width, head.height, variants["version 1 (no end "
                           "marker)"], head.fingerprint)
     with pytest.raises(BitstreamError, match="version 1 .*re-encode"):
+        codec.decode(data)
+    data = container.pack("osdiff", head.width, head.height, variants["version 2 (PFR format "
+                          "1 noise)"], head.fingerprint)
+    with pytest.raises(BitstreamError, match="version 2 .*PFR format 1.*re-encode"):
         codec.decode(data)
 
 

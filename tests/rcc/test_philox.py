@@ -1,6 +1,6 @@
-"""Shared randomness: Philox4x32-10, the key derivation, the normal and exponential
-transforms and the permutation. The golden vectors pin the bitstream format: if one of
-them changes, every coded index changes with it."""
+"""Shared randomness (PFR format 2): Philox4x32-7, the key derivation, the quantile
+table of the normals, the exponentials and the permutation. The golden vectors pin the
+bitstream format: if one of them changes, every coded index changes with it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ import hashlib
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from gencodec import _native, rcc
+from gencodec.errors import InputError
 
-# Known-answer vectors of the Random123 distribution (kat_vectors, philox4x32_10).
+# Known-answer vectors of the Random123 distribution (kat_vectors, philox4x32 7 and 10).
 RANDOM123_KAT = [
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (7, (0, 0, 0, 0), (0, 0), (0x5F6FB709, 0x0D893F64, 0x4F121F81, 0x4F730A48)),
+    (7, (0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x5207DDC2, 0x45165E59, 0x4D8EE751, 0x8C52F662)),
     (
+        7,
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0x4DFCCABA, 0x190A87F0, 0xC47362BA, 0xB6B5242A),
+    ),
+    (10, (0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    (10, (0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        10,
         (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
         (0xA4093822, 0x299F31D0),
         (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
@@ -24,9 +34,16 @@ RANDOM123_KAT = [
 ]
 
 
-@pytest.mark.parametrize("counter,key,expected", RANDOM123_KAT)
-def test_philox_matches_random123(counter, key, expected):
-    assert _native.philox4x32_10(list(counter), list(key)) == expected
+@pytest.mark.parametrize("rounds,counter,key,expected", RANDOM123_KAT)
+def test_philox_matches_random123(rounds, counter, key, expected):
+    assert _native.philox4x32(list(counter), list(key), rounds) == expected
+
+
+def test_the_format_uses_philox_7():
+    assert _native.RCC_PHILOX_ROUNDS == 7 and rcc.FORMAT_VERSION == 2
+    assert _native.philox4x32([1, 2, 3, 4], [5, 6]) == _native.philox4x32([1, 2, 3, 4], [5, 6], 7)
+    with pytest.raises(ValueError, match="7 or 10"):
+        _native.philox4x32([0, 0, 0, 0], [0, 0], 8)
 
 
 def test_golden_keys():
@@ -38,38 +55,38 @@ def test_golden_normals():
     # Counters straddle 2^40 (64-bit counters, unaligned start).
     got = rcc.philox_normals(12345, 6, 7, 2**40 - 3, 8).view(np.uint32)
     want = [
-        0xBEE55BBC,
-        0xBE48482F,
-        0x3F354E55,
-        0x3DC6B9A5,
-        0xBFE0596B,
-        0x3F1095A9,
-        0xBEB46479,
-        0xBF14C39B,
+        0x3EE8ED7C,
+        0xBF8E33E2,
+        0x3E2AFCC7,
+        0xBEE972F4,
+        0xBF02582E,
+        0x3EFBDACB,
+        0x3E9F7309,
+        0x3F9BCD65,
     ]
     assert got.tolist() == want
 
 
 def test_golden_arrivals_and_permutation():
     assert _native.rcc_arrival_times(1, 2, 3, 4).tolist() == [
-        13523680256,
-        15429568768,
-        18628048640,
-        22550786304,
-        30520087808,
-        38933931776,
-        40131576064,
-        47567420672,
-        53475120896,
-        60269728512,
-        63707654656,
-        67242003200,
-        69267759616,
-        79028311552,
-        80221700352,
-        83163230720,
+        2701657600,
+        5879108352,
+        14406365440,
+        15631796608,
+        19880826240,
+        24239212928,
+        25472690816,
+        35684121216,
+        41608399488,
+        42361035200,
+        42563605824,
+        42707454432,
+        56220289504,
+        56737750080,
+        58503732416,
+        61973162688,
     ]
-    assert rcc.permutation(10, 99, 5).tolist() == [3, 5, 1, 4, 6, 0, 7, 8, 9, 2]
+    assert rcc.permutation(10, 99, 5).tolist() == [4, 0, 6, 9, 2, 1, 5, 8, 7, 3]
 
 
 def test_golden_codes():
@@ -81,12 +98,12 @@ def test_golden_codes():
         )[0]
         for k in (4, 10, 16)
     ]
-    assert got == [6, 570, 570]
+    assert got == [0, 750, 2754]
     mu_p = np.sin(np.arange(300.0))
     mu_q = mu_p + 0.3 * np.cos(np.arange(300.0))
     code, z = rcc.encode_step(mu_q, 0.7, mu_p, 0.75, seed=31337, step=42, chunk_bits=12)
-    assert code.indices.tolist() == [2, 240]
-    assert z[:4].view(np.uint32).tolist() == [0xBE544522, 0x3FC6E526, 0x3F9ACF01, 0xBF2C7576]
+    assert code.indices.tolist() == [139, 317]
+    assert z[:4].view(np.uint32).tolist() == [0xBE4CFD64, 0x3FBAEAE2, 0xBE6BBB31, 0x3F82E3DB]
 
 
 def _sha256(a: np.ndarray) -> str:
@@ -96,34 +113,58 @@ def _sha256(a: np.ndarray) -> str:
 def test_golden_digests():
     """Every value of longer streams, through their SHA-256 (little-endian bytes)."""
     normals = rcc.philox_normals(77, 3, 9, 1, 100_003).astype("<f4")
-    assert _sha256(normals) == "c4070448bed1e4047133a603cd5c077ab517b2268934a9960ee1ce29d8305add"
+    assert _sha256(normals) == "957dc10060beb69e013a8bb5345d635ba41d3688702cfeb202ea33d49a5f374d"
     arrivals = _native.rcc_arrival_times(77, 3, 9, 14).astype("<u8")
-    assert _sha256(arrivals) == "411ee2fa3f5313d9d979d9f27b2c87d6371a1a6f2f9d06959a24fa879c9ce7ee"
+    assert _sha256(arrivals) == "90976b41355079a3d7808373bd9f90d984c1a56719cdcd8935e41813395fa8b8"
     perm = rcc.permutation(10_000, 77, 3).astype("<i8")
-    assert _sha256(perm) == "8b828b2c2015768f88334c45e6e94d950fa7fa63d1267ca37760c9fbe2d1a4fa"
+    assert _sha256(perm) == "86d19f45bce13effdaf7a383ff308050ae18171d11208606b9527e0462e77478"
+    table = _native.rcc_normal_table().astype("<f4")
+    assert _sha256(table) == "1cfbba1e07e34386a57626f82aeb43e6ed54ba70a3ea6b7d964dc66a841074a8"
 
 
-def _box_muller_reference(words: np.ndarray) -> np.ndarray:
-    """Box-Muller in float64 with numpy's log/sin/cos, on the documented uniforms."""
-    u = ((words[:, 0::2] >> 9).astype(np.float64) + 0.5) / 2.0**23
-    a = (words[:, 1::2].astype(np.float64) + 0.5) / 2.0**32
-    r = np.sqrt(-2.0 * np.log(u))
-    out = np.empty(words.shape, dtype=np.float64)
-    out[:, 0::2] = r * np.cos(2 * np.pi * a)
-    out[:, 1::2] = r * np.sin(2 * np.pi * a)
-    return out.ravel()
+def test_the_table_is_the_normal_quantile_function():
+    """Entry i is Phi^-1((i + 1/2) / 2^16) correctly rounded to float32 (scipy's ndtri
+    in float64 as the reference), antisymmetric, so the normals have mean exactly 0
+    and variance within 2.1e-5 of 1."""
+    table = _native.rcc_normal_table()
+    assert table.dtype == np.float32 and table.shape == (2**16,)
+    want = special.ndtri((np.arange(2**16) + 0.5) / 2**16)
+    np.testing.assert_array_equal(table, want.astype(np.float32))
+    assert np.array_equal(table, -table[::-1]) and np.all(np.diff(table) > 0)
+    t = table.astype(np.float64)
+    assert t.mean() == 0.0 and abs((t * t).mean() - 1.0) < 2.1e-5
+    assert 4.32 < t.max() < 4.33
 
 
-def test_normals_are_box_muller_of_the_philox_words():
+def _table_reference(words: np.ndarray) -> np.ndarray:
+    """Normals 8b ... 8b+7 of block b from its four words: low half, then high half."""
+    table = _native.rcc_normal_table()
+    halves = np.stack([words & 0xFFFF, words >> 16], axis=-1)  # (blocks, 4, 2)
+    return table[halves.reshape(len(words), 8)].ravel()
+
+
+def test_normals_are_table_entries_of_the_philox_words():
     seed, step, chunk = 5, 9, 2
     key = rcc.rcc_key(seed, step, chunk)
     k = [key & 0xFFFFFFFF, key >> 32]
-    blocks = np.array(
-        [_native.philox4x32_10([b, 0, 0, 0], k) for b in range(2000)], dtype=np.uint64
-    )
-    want = _box_muller_reference(blocks)
-    got = rcc.philox_normals(seed, step, chunk, 0, 8000).astype(np.float64)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+    blocks = np.array([_native.philox4x32([b, 0, 0, 0], k) for b in range(2000)], dtype=np.uint64)
+    want = _table_reference(blocks)
+    got = rcc.philox_normals(seed, step, chunk, 0, 16_000)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_candidates_have_rows_of_their_own():
+    """Candidate j's normals are blocks j * 2^32 + t (counter {t, j, 0, 0})."""
+    key = rcc.rcc_key(3, 1, 4)
+    k = [key & 0xFFFFFFFF, key >> 32]
+    for j, d in [(0, 5), (1, 8), (77, 19), (2**24 - 1, 3)]:
+        blocks = np.array(
+            [_native.philox4x32([t, j, 0, 0], k) for t in range((d + 7) // 8)], dtype=np.uint64
+        )
+        np.testing.assert_array_equal(rcc.candidate_normals(3, 1, 4, j, d),
+                                      _table_reference(blocks)[:d])
+    with pytest.raises(InputError, match="index"):
+        rcc.candidate_normals(3, 1, 4, 2**24, 3)
 
 
 def test_normals_are_standard_normal():
@@ -151,7 +192,7 @@ def _kernels() -> list[str]:
 
 
 # Counts below, at and above a lane group, and above the 2^16 normals of one parallel
-# piece; starts inside a block and past 2^32 blocks.
+# piece; starts inside a block and past 2^32 blocks (the rows of candidates).
 NORMAL_RANGES = [(0, 1), (1, 3), (6, 129), (2**34 + 3, 1000), (5, 70_001), (0, 2 * 65_536 + 7)]
 
 

@@ -28,7 +28,9 @@ import numpy as np
 
 from gencodec.errors import BitstreamError
 
-PAYLOAD_VERSION = 1
+#: 2: PFR format 2 (Philox4x32-7, table normals, candidate rows: gencodec.rcc).
+#: 1: PFR format 1 (Philox4x32-10, Box-Muller normals), no longer decoded.
+PAYLOAD_VERSION = 2
 
 
 # -- varints -------------------------------------------------------------------------
@@ -131,8 +133,14 @@ def read_payload(data: bytes, *, prefix: bool = False) -> Payload:
     """Parse a payload. With ``prefix`` the data may end anywhere after the seed: the
     segments complete in it are returned. A CRC mismatch is always an error."""
     try:
+        if data[0] == 1:
+            raise BitstreamError(
+                "DiffC payload version 1 was coded with PFR format 1 (Philox4x32-10, "
+                "Box-Muller normals), which this gencodec no longer draws: re-encode the "
+                f"image (this gencodec reads version {PAYLOAD_VERSION})")
         if data[0] != PAYLOAD_VERSION:
-            raise BitstreamError(f"unknown DiffC payload version {data[0]}")
+            raise BitstreamError(f"unknown DiffC payload version {data[0]} (this gencodec "
+                                 f"reads version {PAYLOAD_VERSION})")
         seed, pos = get_varint(data, 1)
     except IndexError:
         raise BitstreamError("DiffC payload too short for its header") from None
