@@ -150,21 +150,43 @@ double kl_bits(const StepGaussians& g, bool scoring, int threads, std::string& p
 }
 
 StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int threads) {
+  // The arithmetic of make_coeffs, first for every dimension in order (reads in
+  // sequence; c and e are reused while (s_q, s_p) repeat: DiffC's sigmas are one value
+  // per step), then gathered through the permutation into the chunks' padded slots.
+  const int64_t n = g.n;
+  std::vector<float> c(static_cast<size_t>(n)), e(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team(threads)) if (blocks > 1)
+  for (int64_t q = 0; q < blocks; ++q) {
+    double last_sq = 0.0, last_sp = 0.0;
+    float cq = 0.0f, eq = 0.0f;
+    for (int64_t i = q * kBlock; i < std::min(n, (q + 1) * kBlock); ++i) {
+      const double sq = g.s_q[i], sp = g.s_p[i];
+      if (i == q * kBlock || !(sq == last_sq && sp == last_sp)) {
+        cq = static_cast<float>((sq - sp) / sq);
+        eq = static_cast<float>((sq + sp) / sq);
+        last_sq = sq;
+        last_sp = sp;
+      }
+      c[i] = cq;
+      e[i] = eq;
+      b[i] = static_cast<float>((g.mu_p[i] - g.mu_q[i]) / sq);
+    }
+  }
   StepCoeffs cf;
   const size_t size = static_cast<size_t>(chunks.coeff_offset(chunks.n_chunks));
   cf.c.resize(size);
   cf.e.resize(size);
   cf.b.resize(size);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(team(threads)) if (g.n > kBlock)
-  for (int64_t c = 0; c < chunks.n_chunks; ++c) {
-    const int64_t s = chunks.start(c), d = chunks.dims(c), o = chunks.coeff_offset(c);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(team(threads)) if (n > kBlock)
+  for (int64_t ch = 0; ch < chunks.n_chunks; ++ch) {
+    const int64_t s = chunks.start(ch), d = chunks.dims(ch), o = chunks.coeff_offset(ch);
     const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
-    for (int64_t i = 0; i < d; ++i) {  // the arithmetic of make_coeffs
-      const int64_t x = chunks.perm[static_cast<size_t>(s + i)];
-      const double sq = g.s_q[x], sp = g.s_p[x];
-      cf.c[o + i] = static_cast<float>((sq - sp) / sq);
-      cf.e[o + i] = static_cast<float>((sq + sp) / sq);
-      cf.b[o + i] = static_cast<float>((g.mu_p[x] - g.mu_q[x]) / sq);
+    for (int64_t i = 0; i < d; ++i) {
+      const uint32_t x = chunks.perm[static_cast<size_t>(s + i)];
+      cf.c[o + i] = c[x];
+      cf.e[o + i] = e[x];
+      cf.b[o + i] = b[x];
     }
     for (int64_t i = d; i < padded; ++i) {
       cf.c[o + i] = 0.0f;
