@@ -187,6 +187,25 @@ def test_a_codec_named_twice_is_run_once(images, tmp_path):
                            dataset="images", jobs=1, progress=False)["codecs"] == ["jpeg"]
 
 
+def test_the_main_process_builds_each_codec_once(images, tmp_path, monkeypatch):
+    """A model-backed codec (osdiff) hashes its model folder when built: ``gencodec
+    eval`` built every codec twice in the main process (qualities, then the run)."""
+    built = []
+    real = runner.get_codec
+
+    def counting(name, **options):
+        built.append(name)
+        return real(name, **options)
+
+    monkeypatch.setattr(runner, "get_codec", counting)
+    monkeypatch.setattr(runner, "_CODECS", {})  # the workers' cache, empty as in a new one
+    assert main(["eval", "--images", str(images), "--out", str(tmp_path / "res"),
+                 "--codecs", "jpeg,webp,jpeg", "--qualities", "20,40,60,80",
+                 "--metrics", "psnr-rgb", "--jobs", "1"]) == 0
+    # the workers (here the main process, --jobs 1) build their own copy once each
+    assert sorted(built) == ["jpeg", "jpeg", "webp", "webp"]
+
+
 def test_crop_larger_than_an_image_is_refused(images, tmp_path, capsys):
     """``--crop`` was silently cut down to the image (b.png is 47x33)."""
     out = tmp_path / "res"

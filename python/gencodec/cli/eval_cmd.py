@@ -17,7 +17,8 @@ from gencodec.errors import InputError
 from gencodec.eval.bdrate import METHODS
 from gencodec.eval.images import find_images
 from gencodec.eval.metrics import METRICS, WEIGHT_FREE
-from gencodec.eval.runner import DEFAULT_QUALITIES, NONE, evaluate, parse_qualities
+from gencodec.eval.runner import (DEFAULT_QUALITIES, NONE, build_codecs, evaluate,
+                                  parse_qualities)
 from gencodec.eval.summary import summarize
 
 
@@ -112,13 +113,16 @@ def run(args) -> int:
         raise InputError("--crop must be at least 16")
     images, dataset = find_images(args.images, args.crop)
     options = parse_per_codec_options(args.codec_option, args.codecs)
-    qualities = parse_qualities(args.qualities, args.codecs, options)
+    if not args.codecs:
+        raise InputError("--codecs: no codec named")
+    built = build_codecs(list(dict.fromkeys(args.codecs)), options)  # once: models are hashed
+    qualities = parse_qualities(args.qualities, args.codecs, built=built)
     t0 = time.perf_counter()
     run_info = evaluate(images, args.codecs, args.preprocess, Path(args.out),
                         qualities=qualities, metrics=args.metrics,
                         dataset=args.dataset or dataset, jobs=args.jobs,
                         weights_dir=args.weights_dir, replace=args.force,
-                        codec_options=options)
+                        codec_options=options, built=built)
     summary = summarize(Path(args.out), args.bd_method)
     for metric, text in run_info["unavailable"].items():
         print(f"note: {metric}: {text}: {run_info['unavailable_details'][metric]}")

@@ -305,17 +305,27 @@ def _init_worker() -> None:
 
 
 # -- the run ------------------------------------------------------------------------------
+def build_codecs(codecs: list[str],
+                 codec_options: dict[str, dict] | None = None) -> dict[str, object]:
+    """codec -> the codec built with its options (``codec_options``: codec -> constructor
+    options); an unknown codec or a bad option is an InputError. Built once per run in
+    the main process: a model-backed codec hashes its model folder when built."""
+    options = codec_options or {}
+    return {codec: get_codec(codec, **options.get(codec, {})) for codec in codecs}
+
+
 def parse_qualities(items: list[str] | None, codecs: list[str],
-                    codec_options: dict[str, dict] | None = None) -> dict[str, list[float]]:
+                    codec_options: dict[str, dict] | None = None,
+                    built: dict[str, object] | None = None) -> dict[str, list[float]]:
     """``["jpeg=10,50,90", "bpg=40,30"]`` or ``["10,50,90"]`` (every codec) -> settings,
     defaults (:data:`DEFAULT_QUALITIES`) for codecs not named. ``codec_options``: codec
-    -> constructor options (a model decides some codecs' settings)."""
+    -> constructor options (a model decides some codecs' settings); ``built``: the
+    codecs already built (:func:`build_codecs`), else they are built here."""
     if not codecs:
         raise InputError("--codecs: no codec named")
     codecs = list(dict.fromkeys(codecs))  # a codec named twice is run once
-    options = codec_options or {}
-    built = {codec: get_codec(codec, **options.get(codec, {}))
-             for codec in codecs}  # unknown: InputError
+    if built is None:
+        built = build_codecs(codecs, codec_options)
     chosen: dict[str, list[float]] = {}
     for item in items or []:
         for part in filter(None, item.split(";")):
@@ -400,20 +410,24 @@ def evaluate(images: list[ImageSource], codecs: list[str], preprocess: list[str]
              *, qualities: dict[str, list[float]], metrics: list[str], dataset: str,
              jobs: int | None = None, weights_dir: str | None = None,
              progress: bool = True, replace: bool = False,
-             codec_options: dict[str, dict] | None = None) -> dict:
+             codec_options: dict[str, dict] | None = None,
+             built: dict[str, object] | None = None) -> dict:
     """Run (or resume) an evaluation into ``out``; returns the settings written to
     ``run.json``. A folder holding another configuration is refused, or with
     ``replace`` cleared first (see the module docstring). Codecs, preprocessors and
     metrics named twice are run once. ``codec_options``: codec -> its constructor
-    options (``{"osdiff": {"model": "./sd21"}}``), for codecs in ``codecs``. Summaries
-    are :func:`gencodec.eval.summary.summarize`'s job."""
+    options (``{"osdiff": {"model": "./sd21"}}``), for codecs in ``codecs``; ``built``:
+    those codecs already built with them (:func:`build_codecs`, as for
+    :func:`parse_qualities`), else they are built here. Summaries are
+    :func:`gencodec.eval.summary.summarize`'s job."""
     codecs, preprocess, metrics = (list(dict.fromkeys(v)) for v in (codecs, preprocess,
                                                                      metrics))
     codec_options = {c: dict(o) for c, o in (codec_options or {}).items() if o}
     for name in codec_options:
         if name not in codecs:
             raise InputError(f"options given for codec {name}, which is not in --codecs")
-    built = {name: get_codec(name, **codec_options.get(name, {})) for name in codecs}
+    if built is None:
+        built = build_codecs(codecs, codec_options)
     for name in codecs:
         ok, why = built[name].available()
         if not ok:
