@@ -154,16 +154,19 @@ int main() {
   });
   std::printf("one thread, k = 16, d = %lld (%.3g normals per chunk), %s kernel\n",
               static_cast<long long>(d), n, RCC_CEILING_KERNEL.name);
-  std::printf("  %-34s %12s %10s\n", "stage", "normals/s", "ns/normal");
-  std::printf("  %-34s %12.3e %10.3f\n", "Philox4x32-7 words", n / t_words, 1e9 * t_words / n);
-  std::printf("  %-34s %12.3e %10.3f\n", "+ normals (lane code, the decoder's)", n / t_table, 1e9 * t_table / n);
-  std::printf("  %-34s %12.3e %10.3f\n", "whole kernel (+ terms, argmin)", n / t_all, 1e9 * t_all / n);
+  std::printf("  %-36s %12s %10s\n", "stage", "normals/s", "ns/normal");
+  auto row = [n](const char* what, double t) {
+    std::printf("  %-36s %12.3e %10.3f\n", what, n / t, 1e9 * t / n);
+  };
+  row("Philox4x32-7 words", t_words);
+  row("+ normals (lane code, the decoder's)", t_table);
+  row("whole kernel (+ terms, argmin)", t_all);
   std::printf("  (selected index %llu)\n", static_cast<unsigned long long>(best.index));
 
   const double t_p10 = best_seconds([&] { sink = sink ^ philox_words<10>(K, d, key); });
   const double t_p7 = best_seconds([&] { sink = sink ^ philox_words<7>(K, d, key); });
-  std::printf("  %-34s %12s %10s\n", "generators (8-lane AVX2 code)", "normals/s", "ns/normal");
-  std::printf("  %-34s %12.3e %10.3f\n", "Philox4x32-10 words (format 1)", n / t_p10, 1e9 * t_p10 / n);
-  std::printf("  %-34s %12.3e %10.3f\n", "Philox4x32-7 words (format 2)", n / t_p7, 1e9 * t_p7 / n);
+  std::printf("  %-36s %12s %10s\n", "generators (8-lane AVX2 code)", "normals/s", "ns/normal");
+  row("Philox4x32-10 words (format 1)", t_p10);
+  row("Philox4x32-7 words (format 2)", t_p7);
   return 0;
 }

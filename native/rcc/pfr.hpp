@@ -190,7 +190,7 @@ struct StepGaussians {
 };
 
 // Largest |value| accepted (samples mu_p + s_p n with |n| < 7 stay in float32) and
-// a bound on |normal| (the table's largest is 4.34); the same bounds as
+// a bound on |normal| (the table's largest is 4.009); the same bounds as
 // gencodec.rcc's checks.
 constexpr double kMaxValue = 3.4028234663852886e38 / 16.0;
 constexpr double kMaxNormal = 7.0;

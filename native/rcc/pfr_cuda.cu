@@ -2,9 +2,10 @@
 // thread per candidate, never materialising the K x d samples), the arrival times
 // are an exact integer prefix sum (CUB), and a two-level (score, index) reduction
 // gives the argmin. Same arithmetic as the CPU kernel (philox.hpp, --fmad=false, the
-// host's quantile table copied to the device once, terms summed four at a time in float,
-// then in double, in dimension order), so the same inputs give the same index. A whole step is one scoring launch over chunks x candidates
-// (pfr_encode_step_cuda), its coefficients copied to the device once.
+// host's quantile table copied to the device once, terms summed four at a time in
+// float, then in double, in dimension order), so the same inputs give the same index.
+// A whole step is one scoring launch over chunks x candidates (pfr_encode_step_cuda),
+// its coefficients copied to the device once.
 #include <cuda_runtime.h>
 #include <math_constants.h>
 

@@ -85,10 +85,12 @@ inline __m256 term(__m256 n, const float* c, const float* e, const float* b, int
 
 // Normals of the low and high halves of eight words.
 inline __m256 low_normals(const float* table, __m256i w) {
-  return _mm256_i32gather_ps(table, _mm256_and_si256(w, _mm256_set1_epi32(0xFFFF)), 4);
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(kNormalMask));
+  return _mm256_i32gather_ps(table, _mm256_and_si256(w, mask), 4);
 }
 inline __m256 high_normals(const float* table, __m256i w) {
-  return _mm256_i32gather_ps(table, _mm256_srli_epi32(w, 16), 4);
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(kNormalMask));
+  return _mm256_i32gather_ps(table, _mm256_and_si256(_mm256_srli_epi32(w, 16), mask), 4);
 }
 
 // The lane code's score_group with the words kept in registers: Philox on the 16

@@ -154,7 +154,8 @@ StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int thr
   // sequence; c and e are reused while (s_q, s_p) repeat: DiffC's sigmas are one value
   // per step), then gathered through the permutation into the chunks' padded slots.
   const int64_t n = g.n;
-  std::vector<float> c(static_cast<size_t>(n)), e(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+  const size_t dims = static_cast<size_t>(n);
+  std::vector<float> c(dims), e(dims), b(dims);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team(threads)) if (blocks > 1)
   for (int64_t q = 0; q < blocks; ++q) {

@@ -148,7 +148,7 @@ void register_bindings(py::module_& m) {
         std::copy_n(normal_table(), kNormalLevels, out.mutable_data());
         return out;
       },
-      "The quantile table of the normals: Phi^-1((i + 1/2) / 2^16), i = 0 ... 2^16 - 1.");
+      "The quantile table of the normals: Phi^-1((i + 1/2) / 2^14), i = 0 ... 2^14 - 1.");
   m.def(
       "rcc_normals",
       [](uint64_t seed, uint64_t step, uint64_t chunk, uint64_t start, int64_t count,

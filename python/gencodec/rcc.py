@@ -31,8 +31,8 @@ one native call per chunk, the reference the tests and benchmarks check it again
 
 Shared randomness and the bitstream format (PFR format ``FORMAT_VERSION``) are defined
 in ``native/rcc/philox.hpp``: Philox4x32-7 keyed by ``(seed, step, chunk)`` through
-splitmix64; each normal is one of 2^16 equally likely values, ``Phi^-1((h + 1/2) / 2^16)``
-for a 16-bit half ``h`` of a Philox word; candidate ``j`` draws its ``d`` normals from
+splitmix64; each normal is one of 2^14 equally likely values, ``Phi^-1((h + 1/2) / 2^14)``
+for 14 bits ``h`` of a 16-bit half of a Philox word; candidate ``j`` draws its ``d`` normals from
 its own row of counters (:func:`candidate_normals`). Golden vectors in the tests pin it.
 Format 1 (Philox4x32-10 and Box-Muller normals) is no longer coded.
 
@@ -90,7 +90,7 @@ FORMAT_VERSION = 2
 #: Inputs are refused beyond this magnitude, so that a sample mu_p + sigma_p * n
 #: (|n| < 7) fits in float32.
 _MAX_VALUE = float(np.finfo(np.float32).max) / 16
-#: A bound on |normal| (the quantile table's largest is Phi^-1(1 - 2^-17) = 4.32).
+#: A bound on |normal| (the quantile table's largest is Phi^-1(1 - 2^-15) = 4.009).
 _MAX_NORMAL = 7.0
 #: Candidate j's normals start at counter j << _CANDIDATE_SHIFT (its own row of blocks).
 _CANDIDATE_SHIFT = 35
