@@ -137,11 +137,11 @@ int main() {
   const int64_t d = 1024;
   const uint64_t K = uint64_t{1} << 16;
   const Key key{0x1234u, 0x5678u};
-  std::vector<float> c(d, 0.02f), e(d, 1.98f), b(d);
-  for (int64_t i = 0; i < d; ++i) b[i] = 0.01f * static_cast<float>((i * 7919) % 13 - 6);
+  std::vector<float> quad(d, 0.0396f), lin(d);  // s_q = 1, s_p = 0.98, small mean shifts
+  for (int64_t i = 0; i < d; ++i) lin[i] = 0.0196f * static_cast<float>((i * 7919) % 13 - 6);
   std::vector<uint64_t> arrival(K);
   for (uint64_t j = 0; j < K; ++j) arrival[j] = (j + 1) << 32;
-  const ScoreArgs args{c.data(), e.data(), b.data(), d, key, arrival.data(), K, normal_table()};
+  const ScoreArgs args{quad.data(), lin.data(), d, key, arrival.data(), K, normal_table()};
 
   volatile uint32_t sink = 0;
   const double n = static_cast<double>(K) * static_cast<double>(d);

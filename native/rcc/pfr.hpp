@@ -7,8 +7,10 @@
 //
 // With a_i = s_p/s_q, b_i = (mu_p - mu_q)/s_q and candidate normals n_i,
 //   log w = 1/2 sum_i [n_i^2 - (a_i n_i + b_i)^2] + const
-//         = 1/2 sum_i ((1 - a_i) n_i - b_i) ((1 + a_i) n_i + b_i) + const,
-// the second form free of cancellation (no |mu| appears, only differences).
+//         = 1/2 sum_i n_i (A_i n_i + B_i) + const,   A = 1 - a^2, B = -2 a b,
+// the same for every candidate but for the sum: the -b_i^2 terms, which would dominate
+// it when q is far from p, are dropped, and A = (s_q - s_p)(s_q + s_p) / s_q^2 is
+// formed from differences (no cancellation near s_q = s_p, no |mu| in B).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,13 +31,20 @@ void check_chunk_bits(int k);
 constexpr int64_t kCoeffPad = kNormalsPerBlock;
 
 // Per-dimension coefficients of one chunk, padded to a multiple of kCoeffPad (8)
-// dimensions with c = 0, e = 1, b = 0 (a zero term).
+// dimensions with A = B = 0 (a zero term).
 struct ChunkCoeffs {
   int64_t d = 0;
-  std::vector<float> c;  // 1 - a = (s_q - s_p) / s_q
-  std::vector<float> e;  // 1 + a = (s_q + s_p) / s_q
-  std::vector<float> b;  // (mu_p - mu_q) / s_q
+  std::vector<float> quad;  // A = (s_q - s_p)(s_q + s_p) / (s_q s_q)
+  std::vector<float> lin;   // B = 2 s_p (mu_q - mu_p) / (s_q s_q)
 };
+
+// A and B of one dimension, in double, rounded to float (part of the format).
+RCC_HD float quad_coeff(double sq, double sp) {
+  return static_cast<float>(((sq - sp) * (sq + sp)) / (sq * sq));
+}
+RCC_HD float lin_coeff(double mq, double sq, double mp, double sp) {
+  return static_cast<float>((2.0 * sp * (mq - mp)) / (sq * sq));
+}
 
 ChunkCoeffs make_coeffs(const double* mu_q, const double* s_q, const double* mu_p,
                         const double* s_p, int64_t d);
@@ -49,22 +58,20 @@ RCC_HD bool better(double score, uint64_t index, double best_score, uint64_t bes
   return score < best_score || (score == best_score && index < best_index);
 }
 
-// The log-weight terms of four consecutive dimensions, summed in float in this order
-// (the caller adds the result to a double accumulator, four dimensions at a time).
-RCC_HD float term4(float n0, float n1, float n2, float n3, float c0, float c1, float c2, float c3,
-                   float e0, float e1, float e2, float e3, float b0, float b1, float b2, float b3) {
-  const float t0 = (c0 * n0 - b0) * (e0 * n0 + b0);
-  const float t1 = (c1 * n1 - b1) * (e1 * n1 + b1);
-  const float t2 = (c2 * n2 - b2) * (e2 * n2 + b2);
-  const float t3 = (c3 * n3 - b3) * (e3 * n3 + b3);
-  return ((t0 + t1) + t2) + t3;
+// The log-weight term n (A n + B) of one dimension in float.
+RCC_HD float term(float n, float A, float B) { return n * (A * n + B); }
+
+// The terms of four consecutive dimensions, summed in float in this order (the caller
+// adds the result to a double accumulator, four dimensions at a time).
+RCC_HD float term4(float n0, float n1, float n2, float n3, const float* A, const float* B) {
+  return ((term(n0, A[0], B[0]) + term(n1, A[1], B[1])) + term(n2, A[2], B[2])) +
+         term(n3, A[3], B[3]);
 }
 
 // Arguments of the CPU scoring kernels.
 struct ScoreArgs {
-  const float* c;
-  const float* e;
-  const float* b;
+  const float* quad;  // A, padded (ChunkCoeffs)
+  const float* lin;   // B, padded
   int64_t d;
   Key key;
   const uint64_t* arrival;  // fixed-point arrival times, one per candidate
@@ -180,7 +187,7 @@ struct StepChunks {
 
 // The scoring coefficients of every chunk of a step (ChunkCoeffs, concatenated).
 struct StepCoeffs {
-  std::vector<float> c, e, b;
+  std::vector<float> quad, lin;
 };
 
 // The Gaussians q and p of a step, n values each.

@@ -22,13 +22,11 @@ ChunkCoeffs make_coeffs(const double* mu_q, const double* s_q, const double* mu_
   ChunkCoeffs cf;
   cf.d = d;
   const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
-  cf.c.assign(padded, 0.0f);
-  cf.e.assign(padded, 1.0f);
-  cf.b.assign(padded, 0.0f);
+  cf.quad.assign(padded, 0.0f);
+  cf.lin.assign(padded, 0.0f);
   for (int64_t i = 0; i < d; ++i) {
-    cf.c[i] = static_cast<float>((s_q[i] - s_p[i]) / s_q[i]);
-    cf.e[i] = static_cast<float>((s_q[i] + s_p[i]) / s_q[i]);
-    cf.b[i] = static_cast<float>((mu_p[i] - mu_q[i]) / s_q[i]);
+    cf.quad[i] = quad_coeff(s_q[i], s_p[i]);
+    cf.lin[i] = lin_coeff(mu_q[i], s_q[i], mu_p[i], s_p[i]);
   }
   return cf;
 }
@@ -162,7 +160,7 @@ uint64_t pfr_encode_cpu(const ChunkCoeffs& cf, Key key, int k) {
   check_chunk_bits(k);
   const uint64_t K = uint64_t{1} << k;
   const std::vector<uint64_t> arrival = arrival_times(key, K);
-  const ScoreArgs args{cf.c.data(), cf.e.data(), cf.b.data(), cf.d, key, arrival.data(), K,
+  const ScoreArgs args{cf.quad.data(), cf.lin.data(), cf.d, key, arrival.data(), K,
                        normal_table()};
   const uint64_t index = pfr_argmin_cpu(select_cpu_kernel(), args, omp_get_max_threads());
   if (index >= K) throw std::runtime_error("PFR found no finite score (non-finite coefficients?)");

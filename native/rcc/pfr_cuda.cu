@@ -114,10 +114,10 @@ __device__ void block_argmin(double& s, uint64_t& i) {
   }
 }
 
-// The log-weight sum of candidate j of a chunk of d dimensions (coefficients c, e, b
+// The log-weight sum of candidate j of a chunk of d dimensions (coefficients A, B
 // padded to a multiple of 8): the CPU kernel's operations in the CPU kernel's order.
-__device__ double candidate_log_weight(const float* __restrict__ c, const float* __restrict__ e,
-                                       const float* __restrict__ b, int64_t d, Key key,
+__device__ double candidate_log_weight(const float* __restrict__ quad,
+                                       const float* __restrict__ lin, int64_t d, Key key,
                                        uint64_t j, const float* __restrict__ table) {
   const uint64_t row = candidate_start(j) / kNormalsPerBlock;
   const int64_t blocks = (d + kCoeffPad - 1) / kCoeffPad;
@@ -127,27 +127,24 @@ __device__ double candidate_log_weight(const float* __restrict__ c, const float*
     normal_block(row + static_cast<uint64_t>(t), key, table, n);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float4 cc = __ldg(reinterpret_cast<const float4*>(c) + 2 * t + h);
-      const float4 ee = __ldg(reinterpret_cast<const float4*>(e) + 2 * t + h);
-      const float4 bb = __ldg(reinterpret_cast<const float4*>(b) + 2 * t + h);
-      acc += static_cast<double>(term4(n[4 * h], n[4 * h + 1], n[4 * h + 2], n[4 * h + 3], cc.x,
-                                       cc.y, cc.z, cc.w, ee.x, ee.y, ee.z, ee.w, bb.x, bb.y,
-                                       bb.z, bb.w));
+      const float4 a4 = __ldg(reinterpret_cast<const float4*>(quad) + 2 * t + h);
+      const float4 b4 = __ldg(reinterpret_cast<const float4*>(lin) + 2 * t + h);
+      const float A[4] = {a4.x, a4.y, a4.z, a4.w}, B[4] = {b4.x, b4.y, b4.z, b4.w};
+      acc += static_cast<double>(term4(n[4 * h], n[4 * h + 1], n[4 * h + 2], n[4 * h + 3], A, B));
     }
   }
   return acc;
 }
 
 __global__ void __launch_bounds__(kThreads)
-    score_kernel(const float* __restrict__ c, const float* __restrict__ e,
-                 const float* __restrict__ b, int64_t d, Key key,
+    score_kernel(const float* __restrict__ quad, const float* __restrict__ lin, int64_t d, Key key,
                  const uint64_t* __restrict__ arrival, uint64_t K,
                  const float* __restrict__ table, double* block_score, uint64_t* block_index) {
   const uint64_t j = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x;
   double score = CUDART_INF;
   uint64_t index = ~uint64_t{0};
   if (j < K) {
-    score = log_arrival(arrival[j]) - 0.5 * candidate_log_weight(c, e, b, d, key, j, table);
+    score = log_arrival(arrival[j]) - 0.5 * candidate_log_weight(quad, lin, d, key, j, table);
     index = j;
   }
   block_argmin(score, index);
@@ -232,8 +229,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t at = static_cast<uint64_t>(c) * s.K;
     const uint64_t arrival = sums[at + j] - (at == 0 ? 0u : sums[at - 1]);
     score = log_arrival(arrival) -
-            0.5 * candidate_log_weight(cf + o, cf + n_coeffs + o, cf + 2 * n_coeffs + o, d,
-                                       chunk_key(s, c), j, table);
+            0.5 * candidate_log_weight(cf + o, cf + n_coeffs + o, d, chunk_key(s, c), j, table);
     index = j;
   }
   block_argmin(score, index);
@@ -265,14 +261,12 @@ uint64_t pfr_encode_cuda(const ChunkCoeffs& cf, Key key, int k) {
   Workspace& ws = workspace();
   std::lock_guard<std::mutex> lock(ws.mutex);
   const uint64_t K = uint64_t{1} << k;
-  const size_t padded = cf.c.size();
-  float* coeffs = static_cast<float*>(ws.coeffs.get(3 * padded * sizeof(float)));
-  check(cudaMemcpy(coeffs, cf.c.data(), padded * sizeof(float), cudaMemcpyHostToDevice), "copy c");
-  check(cudaMemcpy(coeffs + padded, cf.e.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
-        "copy e");
-  check(
-      cudaMemcpy(coeffs + 2 * padded, cf.b.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
-      "copy b");
+  const size_t padded = cf.quad.size();
+  float* coeffs = static_cast<float*>(ws.coeffs.get(2 * padded * sizeof(float)));
+  check(cudaMemcpy(coeffs, cf.quad.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
+        "copy A");
+  check(cudaMemcpy(coeffs + padded, cf.lin.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
+        "copy B");
 
   uint64_t* exps = static_cast<uint64_t*>(ws.exps.get(K * sizeof(uint64_t)));
   uint64_t* arrival = static_cast<uint64_t*>(ws.arrival.get(K * sizeof(uint64_t)));
@@ -290,8 +284,7 @@ uint64_t pfr_encode_cuda(const ChunkCoeffs& cf, Key key, int k) {
   double* bs = static_cast<double*>(ws.block_score.get(blocks * sizeof(double)));
   uint64_t* bi = static_cast<uint64_t*>(ws.block_index.get(blocks * sizeof(uint64_t)));
   score_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(
-      coeffs, coeffs + padded, coeffs + 2 * padded, cf.d, key, arrival, K, device_table(ws), bs,
-      bi);
+      coeffs, coeffs + padded, cf.d, key, arrival, K, device_table(ws), bs, bi);
   check(cudaGetLastError(), "score_kernel");
   uint64_t* result = static_cast<uint64_t*>(ws.result.get(sizeof(uint64_t)));
   final_argmin_kernel<<<1, 1024>>>(bs, bi, blocks, result);
@@ -324,16 +317,13 @@ void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks
   std::lock_guard<std::mutex> lock(ws.mutex);
   const uint64_t K = uint64_t{1} << k;
   // The step's inputs go to the device once: every chunk's coefficients.
-  const size_t n_coeffs = cf.c.size();
-  float* coeffs = static_cast<float*>(ws.coeffs.get(3 * n_coeffs * sizeof(float)));
-  check(cudaMemcpy(coeffs, cf.c.data(), n_coeffs * sizeof(float), cudaMemcpyHostToDevice),
-        "copy c");
-  check(cudaMemcpy(coeffs + n_coeffs, cf.e.data(), n_coeffs * sizeof(float),
+  const size_t n_coeffs = cf.quad.size();
+  float* coeffs = static_cast<float*>(ws.coeffs.get(2 * n_coeffs * sizeof(float)));
+  check(cudaMemcpy(coeffs, cf.quad.data(), n_coeffs * sizeof(float), cudaMemcpyHostToDevice),
+        "copy A");
+  check(cudaMemcpy(coeffs + n_coeffs, cf.lin.data(), n_coeffs * sizeof(float),
                    cudaMemcpyHostToDevice),
-        "copy e");
-  check(cudaMemcpy(coeffs + 2 * n_coeffs, cf.b.data(), n_coeffs * sizeof(float),
-                   cudaMemcpyHostToDevice),
-        "copy b");
+        "copy B");
   // Chunks in batches of at most 2^27 candidates (1 GiB of arrival times), so that
   // any step fits; a DiffC step is one batch.
   const int64_t per_batch =

@@ -76,11 +76,10 @@ inline void philox_lanes(const uint64_t* blk, uint64_t t, Key key, uint32_t* w0,
   }
 }
 
-// term4 (pfr.hpp) on eight lanes: the same operations in the same order.
-inline __m256 term(__m256 n, const float* c, const float* e, const float* b, int i) {
-  const __m256 bb = _mm256_set1_ps(b[i]);
-  return _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(c[i]), n), bb),
-                       _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(e[i]), n), bb));
+// term (pfr.hpp) on eight lanes: n (A n + B), the same operations in the same order.
+inline __m256 term8(__m256 n, const float* A, const float* B, int i) {
+  return _mm256_mul_ps(n, _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(A[i]), n),
+                                        _mm256_set1_ps(B[i])));
 }
 
 // Normals of the low and high halves of eight words.
@@ -119,9 +118,8 @@ inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
       c3[v] = _mm256_setzero_si256();
     }
     philox_rounds(a.key, c0, c1, c2, c3);
-    const float* c = a.c + 8 * t;
-    const float* e = a.e + 8 * t;
-    const float* b = a.b + 8 * t;
+    const float* A = a.quad + 8 * t;
+    const float* B = a.lin + 8 * t;
     for (int h = 0; h < 2; ++h) {  // lanes 0-7, then 8-15
       const __m256i w0 = pack_low(c0[2 * h], c0[2 * h + 1]);
       const __m256i w1 = pack_low(c1[2 * h], c1[2 * h + 1]);
@@ -129,15 +127,15 @@ inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
       const __m256i w3 = pack_low(c3[2 * h], c3[2 * h + 1]);
       // Dimensions 8t ... 8t+3 (words 0, 1), then 8t+4 ... 8t+7 (words 2, 3).
       const __m256 s0 = _mm256_add_ps(
-          _mm256_add_ps(_mm256_add_ps(term(low_normals(a.table, w0), c, e, b, 0),
-                                      term(high_normals(a.table, w0), c, e, b, 1)),
-                        term(low_normals(a.table, w1), c, e, b, 2)),
-          term(high_normals(a.table, w1), c, e, b, 3));
+          _mm256_add_ps(_mm256_add_ps(term8(low_normals(a.table, w0), A, B, 0),
+                                      term8(high_normals(a.table, w0), A, B, 1)),
+                        term8(low_normals(a.table, w1), A, B, 2)),
+          term8(high_normals(a.table, w1), A, B, 3));
       const __m256 s1 = _mm256_add_ps(
-          _mm256_add_ps(_mm256_add_ps(term(low_normals(a.table, w2), c, e, b, 4),
-                                      term(high_normals(a.table, w2), c, e, b, 5)),
-                        term(low_normals(a.table, w3), c, e, b, 6)),
-          term(high_normals(a.table, w3), c, e, b, 7));
+          _mm256_add_ps(_mm256_add_ps(term8(low_normals(a.table, w2), A, B, 4),
+                                      term8(high_normals(a.table, w2), A, B, 5)),
+                        term8(low_normals(a.table, w3), A, B, 6)),
+          term8(high_normals(a.table, w3), A, B, 7));
       // Lanes 8h ... 8h+3 and 8h+4 ... 8h+7, each adding its first sum, then its second.
       __m256d& lo = acc[2 * h];
       __m256d& hi = acc[2 * h + 1];

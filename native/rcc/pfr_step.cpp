@@ -59,11 +59,11 @@ int64_t first_bad(int64_t n, int threads, Bad bad) {
 bool bad_value(double x) { return !(std::fabs(x) <= kMaxValue); }  // NaN and inf too
 bool bad_sigma(double x) { return bad_value(x) || !(x > 0.0); }
 
-// q so far from p that four float32 score terms ((1 - a) n - b) ((1 + a) n + b),
-// |n| <= kMaxNormal, could overflow (the bound of gencodec.rcc's check).
+// q so far from p that four float32 score terms n (A n + B), |n| <= kMaxNormal,
+// A = 1 - a^2, B = -2 a b, could overflow (the bound of gencodec.rcc's check).
 bool bad_score(double mq, double sq, double mp, double sp) {
   const double a = sp / sq, b = std::fabs(mp - mq) / sq;
-  const double bound = 4.0 * (std::fabs(1.0 - a) * kMaxNormal + b) * ((1.0 + a) * kMaxNormal + b);
+  const double bound = 4.0 * kMaxNormal * (std::fabs(1.0 - a * a) * kMaxNormal + 2.0 * a * b);
   return !(bound <= static_cast<double>(std::numeric_limits<float>::max()));
 }
 
@@ -151,48 +151,43 @@ double kl_bits(const StepGaussians& g, bool scoring, int threads, std::string& p
 
 StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int threads) {
   // The arithmetic of make_coeffs, first for every dimension in order (reads in
-  // sequence; c and e are reused while (s_q, s_p) repeat: DiffC's sigmas are one value
-  // per step), then gathered through the permutation into the chunks' padded slots.
+  // sequence; A is reused while (s_q, s_p) repeat: DiffC's sigmas are one value per
+  // step), then gathered through the permutation into the chunks' padded slots.
   const int64_t n = g.n;
   const size_t dims = static_cast<size_t>(n);
-  std::vector<float> c(dims), e(dims), b(dims);
+  std::vector<float> quad(dims), lin(dims);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team(threads)) if (blocks > 1)
   for (int64_t q = 0; q < blocks; ++q) {
     double last_sq = 0.0, last_sp = 0.0;
-    float cq = 0.0f, eq = 0.0f;
+    float A = 0.0f;
     for (int64_t i = q * kBlock; i < std::min(n, (q + 1) * kBlock); ++i) {
       const double sq = g.s_q[i], sp = g.s_p[i];
       if (i == q * kBlock || !(sq == last_sq && sp == last_sp)) {
-        cq = static_cast<float>((sq - sp) / sq);
-        eq = static_cast<float>((sq + sp) / sq);
+        A = quad_coeff(sq, sp);
         last_sq = sq;
         last_sp = sp;
       }
-      c[i] = cq;
-      e[i] = eq;
-      b[i] = static_cast<float>((g.mu_p[i] - g.mu_q[i]) / sq);
+      quad[i] = A;
+      lin[i] = lin_coeff(g.mu_q[i], sq, g.mu_p[i], sp);
     }
   }
   StepCoeffs cf;
   const size_t size = static_cast<size_t>(chunks.coeff_offset(chunks.n_chunks));
-  cf.c.resize(size);
-  cf.e.resize(size);
-  cf.b.resize(size);
+  cf.quad.resize(size);
+  cf.lin.resize(size);
 #pragma omp parallel for schedule(dynamic, 64) num_threads(team(threads)) if (n > kBlock)
   for (int64_t ch = 0; ch < chunks.n_chunks; ++ch) {
     const int64_t s = chunks.start(ch), d = chunks.dims(ch), o = chunks.coeff_offset(ch);
     const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
     for (int64_t i = 0; i < d; ++i) {
       const uint32_t x = chunks.perm[static_cast<size_t>(s + i)];
-      cf.c[o + i] = c[x];
-      cf.e[o + i] = e[x];
-      cf.b[o + i] = b[x];
+      cf.quad[o + i] = quad[x];
+      cf.lin[o + i] = lin[x];
     }
     for (int64_t i = d; i < padded; ++i) {
-      cf.c[o + i] = 0.0f;
-      cf.e[o + i] = 1.0f;
-      cf.b[o + i] = 0.0f;
+      cf.quad[o + i] = 0.0f;
+      cf.lin[o + i] = 0.0f;
     }
   }
   return cf;
@@ -229,7 +224,7 @@ void encode_step_cpu(const StepGaussians& g, uint64_t seed, uint64_t step, int k
   const float* table = normal_table();
   auto args = [&](int64_t c, const uint64_t* arrival) {
     const int64_t o = chunks.coeff_offset(c);
-    return ScoreArgs{cf.c.data() + o, cf.e.data() + o, cf.b.data() + o, chunks.dims(c),
+    return ScoreArgs{cf.quad.data() + o, cf.lin.data() + o, chunks.dims(c),
                      split_key(derive_key(seed, step, static_cast<uint64_t>(c))), arrival, K,
                      table};
   };

@@ -29,8 +29,9 @@
 //   Permutation of n dimensions (pfr_cpu.cpp): Fisher-Yates with key64(seed, step, 0)
 //     in domain 2; draw m (for i = n-1-m) is the 64-bit r = words 2(m%2) | 2(m%2)+1 << 32
 //     of block m/2, and i swaps with floor(r (i+1) / 2^64).
-//   The float operation sequences of log_float and term4 (pfr.hpp) are part of the
-//     format too: they fix the last bits of every exponential and score.
+//   The operation sequences of log_float, and of quad_coeff, lin_coeff, term and term4
+//     (pfr.hpp), are part of the format too: they fix the last bits of every
+//     exponential and score.
 #pragma once
 #include <cmath>
 #include <cstdint>

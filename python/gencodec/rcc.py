@@ -11,9 +11,10 @@ where ``T_j`` are the arrival times of a unit-rate Poisson process (Theis & Ahme
 Algorithm 4 of Vonderfecht & Liu, ICLR 2025, here with a fixed budget of ``K``
 candidates). With ``a = sigma_p/sigma_q`` and ``b = (mu_p - mu_q)/sigma_q`` per dimension,
 
-    log w_j = 1/2 sum_i ((1 - a_i) n_ji - b_i) ((1 + a_i) n_ji + b_i) + const,
+    log w_j = 1/2 sum_i n_ji (A_i n_ji + B_i) + const,   A = 1 - a^2,  B = -2 a b,
 
-which has no cancellation for large ``|mu|``. The receiver regenerates ``z_j*`` from the
+the terms ``-b_i^2``, the same for every candidate, dropped: they would dominate the sum
+and its rounding when ``q`` is far from ``p``. The receiver regenerates ``z_j*`` from the
 index alone. ``z_j*`` follows ``q`` exactly when ``K`` is unbounded; with ``K = 2^k`` it
 is approximate: log N spreads about ``sqrt(2 KL)`` nats around KL for Gaussian mean
 shifts, so a chunk whose KL is close to ``k`` bits is sometimes cut short (the DiffC
@@ -37,9 +38,10 @@ its own row of counters (:func:`candidate_normals`). Golden vectors in the tests
 Format 1 (Philox4x32-10 and Box-Muller normals) is no longer coded.
 
 Arithmetic: inputs (float32 or float64) are read as float64; the per-dimension
-coefficients ``(sigma_q - sigma_p)/sigma_q``, ``(sigma_q + sigma_p)/sigma_q`` and
-``(mu_p - mu_q)/sigma_q`` are formed in float64 and rounded to float32, candidates are
-scored in float32 terms summed in float64, and the sample ``mu_p + sigma_p * n`` is
+coefficients ``A = (sigma_q - sigma_p)(sigma_q + sigma_p)/sigma_q^2`` and
+``B = 2 sigma_p (mu_q - mu_p)/sigma_q^2`` are formed in float64 and rounded to float32,
+candidates are scored in float32 terms ``n (A n + B)`` summed four at a time in float32
+and then in float64, and the sample ``mu_p + sigma_p * n`` is
 formed in float64 and rounded to float32. The CPU (OpenMP, AVX-512/AVX2/portable
 kernels) and CUDA coders perform the same operations in the same order, so they pick
 the same index; the decoder reproduces the encoder's sample bit for bit. Inputs whose
@@ -234,13 +236,13 @@ def _gaussians(mu_q, sigma_q, mu_p, sigma_p):
 
 
 def _check_scoring_range(mq, sq, mp, sp) -> None:
-    """Refuse q so far from p that a candidate's float32 score terms
-    ``((1 - a) n - b) ((1 + a) n + b)`` (four summed in float32) could overflow: every
+    """Refuse q so far from p that a candidate's float32 score terms ``n (A n + B)``,
+    ``A = 1 - a^2``, ``B = -2 a b`` (four summed in float32) could overflow: every
     candidate would then score alike and PFR would silently return index 0. Such a
     dimension carries hundreds of bits, far beyond the 2^24 candidates of a chunk."""
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         a, b = sp / sq, np.abs(mp - mq) / sq
-        bound = 4.0 * (np.abs(1.0 - a) * _MAX_NORMAL + b) * ((1.0 + a) * _MAX_NORMAL + b)
+        bound = 4.0 * _MAX_NORMAL * (np.abs(1.0 - a * a) * _MAX_NORMAL + 2.0 * a * b)
     bad = ~(bound <= float(np.finfo(np.float32).max))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -39,11 +39,10 @@ EXACTNESS_GRID = [
 def _reference_index(mu_q, sigma_q, mu_p, sigma_p, seed, step, chunk, k):
     """The PFR argmin with numpy: the same float32 terms, float64 sums and logs."""
     d, K = mu_q.size, 2**k
-    c = ((sigma_q - sigma_p) / sigma_q).astype(np.float32)
-    e = ((sigma_q + sigma_p) / sigma_q).astype(np.float32)
-    b = ((mu_p - mu_q) / sigma_q).astype(np.float32)
+    quad = ((sigma_q - sigma_p) * (sigma_q + sigma_p) / (sigma_q * sigma_q)).astype(np.float32)
+    lin = (2.0 * sigma_p * (mu_q - mu_p) / (sigma_q * sigma_q)).astype(np.float32)
     n = np.stack([rcc.candidate_normals(seed, step, chunk, j, d) for j in range(K)])
-    terms = (c * n - b) * (e * n + b)  # float32, like the kernels
+    terms = n * (quad * n + lin)  # float32, like the kernels
     log_w = 0.5 * np.cumsum(terms.astype(np.float64), axis=1)[:, -1]  # in dimension order
     log_t = np.log(_native.rcc_arrival_times(seed, step, chunk, k).astype(np.float64))
     score = log_t - log_w
