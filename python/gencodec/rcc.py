@@ -32,10 +32,11 @@ one native call per chunk, the reference the tests and benchmarks check it again
 
 Shared randomness and the bitstream format (PFR format ``FORMAT_VERSION``) are defined
 in ``native/rcc/philox.hpp``: Philox4x32-7 keyed by ``(seed, step, chunk)`` through
-splitmix64; each normal is one of 2^14 equally likely values, ``Phi^-1((h + 1/2) / 2^14)``
-for 14 bits ``h`` of a 16-bit half of a Philox word; candidate ``j`` draws its ``d`` normals from
-its own row of counters (:func:`candidate_normals`). Golden vectors in the tests pin it.
-Format 1 (Philox4x32-10 and Box-Muller normals) is no longer coded.
+splitmix64; each normal is one of 2^14 equally likely values,
+``Phi^-1((h + 1/2) / 2^14)`` for 14 bits ``h`` of a 16-bit half of a Philox word;
+candidate ``j`` draws its ``d`` normals from its own row of counters
+(:func:`candidate_normals`). Golden vectors in the tests pin it. Format 1
+(Philox4x32-10 and Box-Muller normals) is no longer coded.
 
 Arithmetic: inputs (float32 or float64) are read as float64; the per-dimension
 coefficients ``A = (sigma_q - sigma_p)(sigma_q + sigma_p)/sigma_q^2`` and
