@@ -30,6 +30,10 @@ void check_chunk_bits(int k);
 // Dimensions per padded group of a chunk's coefficients: a Philox block's normals.
 constexpr int64_t kCoeffPad = kNormalsPerBlock;
 
+// The padded length of a chunk of d dimensions (a multiple of kCoeffPad); the scoring
+// kernels draw padded_dims(d) / kCoeffPad Philox blocks per candidate.
+RCC_HD int64_t padded_dims(int64_t d) { return (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad; }
+
 // Per-dimension coefficients of one chunk, padded to a multiple of kCoeffPad (8)
 // dimensions with A = B = 0 (a zero term).
 struct ChunkCoeffs {
@@ -178,7 +182,7 @@ struct StepChunks {
   }
   RCC_HD static int64_t coeff_offset(int64_t n, int64_t nc, int64_t c) {
     const int64_t q = n / nc, r = n % nc, big = c < r ? c : r;
-    return big * ((q + 8) / 8 * 8) + (c - big) * ((q + 7) / 8 * 8);
+    return big * padded_dims(q + 1) + (c - big) * padded_dims(q);
   }
   int64_t start(int64_t c) const { return start(n_dims, n_chunks, c); }
   int64_t dims(int64_t c) const { return start(c + 1) - start(c); }

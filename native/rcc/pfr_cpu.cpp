@@ -21,7 +21,7 @@ ChunkCoeffs make_coeffs(const double* mu_q, const double* s_q, const double* mu_
     throw std::invalid_argument("PFR chunk needs at least 1 dimension, got " + std::to_string(d));
   ChunkCoeffs cf;
   cf.d = d;
-  const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
+  const int64_t padded = padded_dims(d);
   cf.quad.assign(padded, 0.0f);
   cf.lin.assign(padded, 0.0f);
   for (int64_t i = 0; i < d; ++i) {

@@ -120,7 +120,7 @@ __device__ double candidate_log_weight(const float* __restrict__ quad,
                                        const float* __restrict__ lin, int64_t d, Key key,
                                        uint64_t j, const float* __restrict__ table) {
   const uint64_t row = candidate_start(j) / kNormalsPerBlock;
-  const int64_t blocks = (d + kCoeffPad - 1) / kCoeffPad;
+  const int64_t blocks = padded_dims(d) / kCoeffPad;
   double acc = 0.0;
   for (int64_t t = 0; t < blocks; ++t) {
     float n[8];

@@ -98,7 +98,7 @@ inline __m256 high_normals(const float* table, __m256i w) {
 #define RCC_KERNEL_HAS_SCORE_GROUP
 inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
   static_assert(kKernelLanes == 4 * kChains, "one Philox pass per group");
-  const int64_t blocks = (a.d + kCoeffPad - 1) / kCoeffPad;
+  const int64_t blocks = padded_dims(a.d) / kCoeffPad;
   const uint64_t j0 = g * kKernelLanes;
   __m256i rows[kChains];
   for (int v = 0; v < kChains; ++v) {

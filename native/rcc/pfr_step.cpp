@@ -179,7 +179,7 @@ StepCoeffs step_coeffs(const StepGaussians& g, const StepChunks& chunks, int thr
 #pragma omp parallel for schedule(dynamic, 64) num_threads(team(threads)) if (n > kBlock)
   for (int64_t ch = 0; ch < chunks.n_chunks; ++ch) {
     const int64_t s = chunks.start(ch), d = chunks.dims(ch), o = chunks.coeff_offset(ch);
-    const int64_t padded = (d + kCoeffPad - 1) / kCoeffPad * kCoeffPad;
+    const int64_t padded = padded_dims(d);
     for (int64_t i = 0; i < d; ++i) {
       const uint32_t x = chunks.perm[static_cast<size_t>(s + i)];
       cf.quad[o + i] = quad[x];

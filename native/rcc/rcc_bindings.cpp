@@ -123,6 +123,7 @@ void register_bindings(py::module_& m) {
         "The 64-bit Philox key of (seed, step, chunk): splitmix64(splitmix64(splitmix64(seed) ^ "
         "step) ^ chunk); the Philox key words are its low and high 32 bits.");
   m.attr("RCC_PHILOX_ROUNDS") = kPhiloxRounds;
+  m.attr("RCC_CANDIDATE_SHIFT") = kCandidateShift;
   m.def(
       "philox4x32",
       [](std::vector<uint32_t> ctr, std::vector<uint32_t> key, int rounds) {

@@ -96,7 +96,7 @@ _MAX_VALUE = float(np.finfo(np.float32).max) / 16
 #: A bound on |normal| (the quantile table's largest is Phi^-1(1 - 2^-15) = 4.009).
 _MAX_NORMAL = 7.0
 #: Candidate j's normals start at counter j << _CANDIDATE_SHIFT (its own row of blocks).
-_CANDIDATE_SHIFT = 35
+_CANDIDATE_SHIFT = _native.RCC_CANDIDATE_SHIFT  # 35
 _DEVICES = ("cpu", "cuda")
 
 

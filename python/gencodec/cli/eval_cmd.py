@@ -113,9 +113,7 @@ def run(args) -> int:
         raise InputError("--crop must be at least 16")
     images, dataset = find_images(args.images, args.crop)
     options = parse_per_codec_options(args.codec_option, args.codecs)
-    if not args.codecs:
-        raise InputError("--codecs: no codec named")
-    built = build_codecs(list(dict.fromkeys(args.codecs)), options)  # once: models are hashed
+    built = build_codecs(args.codecs, options)  # once: a model-backed codec hashes its model
     qualities = parse_qualities(args.qualities, args.codecs, built=built)
     t0 = time.perf_counter()
     run_info = evaluate(images, args.codecs, args.preprocess, Path(args.out),

@@ -308,10 +308,12 @@ def _init_worker() -> None:
 def build_codecs(codecs: list[str],
                  codec_options: dict[str, dict] | None = None) -> dict[str, object]:
     """codec -> the codec built with its options (``codec_options``: codec -> constructor
-    options); an unknown codec or a bad option is an InputError. Built once per run in
-    the main process: a model-backed codec hashes its model folder when built."""
+    options); an unknown codec or a bad option is an InputError, a codec named twice is
+    built once. Built once per run in the main process: a model-backed codec hashes its
+    model folder when built."""
     options = codec_options or {}
-    return {codec: get_codec(codec, **options.get(codec, {})) for codec in codecs}
+    return {codec: get_codec(codec, **options.get(codec, {}))
+            for codec in dict.fromkeys(codecs)}
 
 
 def parse_qualities(items: list[str] | None, codecs: list[str],
