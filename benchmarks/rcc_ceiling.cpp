@@ -6,8 +6,8 @@
 // ceiling for any coder that draws its candidates from this generator:
 // benchmarks/rcc.py compares the whole coder with PyTorch. The second stage runs the
 // portable lane code (words through memory, as the decoder draws them); the AVX2
-// scoring kernel keeps the words in registers and gathers the table in vectors, so
-// its whole figure can be below the second.
+// scoring kernel keeps the words in registers and loads the table entries straight
+// from them, so its whole figure can be below the second.
 //
 // Beside them, with the same 8-lane AVX2 code, the words of Philox4x32-10 (format 1's
 // generator) against -7, the price of the rounds the format saved.
