@@ -61,6 +61,16 @@ Workspace& workspace() {
   return *ws;
 }
 
+// A and B (ChunkCoeffs or StepCoeffs, n floats each) on the device, B at A + n (the
+// caller holds ws.mutex).
+float* device_coeffs(Workspace& ws, const std::vector<float>& quad, const std::vector<float>& lin) {
+  const size_t bytes = quad.size() * sizeof(float);
+  float* coeffs = static_cast<float*>(ws.coeffs.get(2 * bytes));
+  check(cudaMemcpy(coeffs, quad.data(), bytes, cudaMemcpyHostToDevice), "copy A");
+  check(cudaMemcpy(coeffs + quad.size(), lin.data(), bytes, cudaMemcpyHostToDevice), "copy B");
+  return coeffs;
+}
+
 // The quantile table on the device (the caller holds ws.mutex).
 const float* device_table(Workspace& ws) {
   const size_t bytes = kNormalLevels * sizeof(float);
@@ -262,11 +272,7 @@ uint64_t pfr_encode_cuda(const ChunkCoeffs& cf, Key key, int k) {
   std::lock_guard<std::mutex> lock(ws.mutex);
   const uint64_t K = uint64_t{1} << k;
   const size_t padded = cf.quad.size();
-  float* coeffs = static_cast<float*>(ws.coeffs.get(2 * padded * sizeof(float)));
-  check(cudaMemcpy(coeffs, cf.quad.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
-        "copy A");
-  check(cudaMemcpy(coeffs + padded, cf.lin.data(), padded * sizeof(float), cudaMemcpyHostToDevice),
-        "copy B");
+  const float* coeffs = device_coeffs(ws, cf.quad, cf.lin);
 
   uint64_t* exps = static_cast<uint64_t*>(ws.exps.get(K * sizeof(uint64_t)));
   uint64_t* arrival = static_cast<uint64_t*>(ws.arrival.get(K * sizeof(uint64_t)));
@@ -318,12 +324,7 @@ void pfr_encode_step_cuda(const StepCoeffs& cf, int64_t n_dims, int64_t n_chunks
   const uint64_t K = uint64_t{1} << k;
   // The step's inputs go to the device once: every chunk's coefficients.
   const size_t n_coeffs = cf.quad.size();
-  float* coeffs = static_cast<float*>(ws.coeffs.get(2 * n_coeffs * sizeof(float)));
-  check(cudaMemcpy(coeffs, cf.quad.data(), n_coeffs * sizeof(float), cudaMemcpyHostToDevice),
-        "copy A");
-  check(cudaMemcpy(coeffs + n_coeffs, cf.lin.data(), n_coeffs * sizeof(float),
-                   cudaMemcpyHostToDevice),
-        "copy B");
+  const float* coeffs = device_coeffs(ws, cf.quad, cf.lin);
   // Chunks in batches of at most 2^27 candidates (1 GiB of arrival times), so that
   // any step fits; a DiffC step is one batch.
   const int64_t per_batch =
