@@ -84,9 +84,9 @@ inline __m256 term8(__m256 n, const float* A, const float* B, int i) {
 
 // Normals of the low and high halves of eight words, looked up with scalar loads
 // inserted into two vectors. On Zen 3 this beat vgatherdps: benchmarks/rcc_ceiling.cpp
-// (-DRCC_CEILING_AVX2, one thread) put the whole kernel at 0.67-0.76 ns per normal
-// against 0.80-1.17 with two gathers per word vector (six alternated runs each). Each
-// 64-bit extract carries two lanes' words, four 14-bit indices.
+// (-DRCC_CEILING_AVX2, one thread, runs alternated) put the whole kernel at a median of
+// 0.72 ns per normal (26 runs) against 0.85 with two gathers per word vector (18 runs).
+// Each 64-bit extract carries two lanes' words, four 14-bit indices.
 inline float entry(const float* table, uint64_t p, int shift) {
   return table[(p >> shift) & kNormalMask];
 }

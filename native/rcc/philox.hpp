@@ -19,7 +19,7 @@
 //     Phi^-1((i + 1/2) / 2^14) rounded to float (normal_quantile below: AS241 in double
 //     with log_double): 2^14 equally likely values, |n| <= 4.009, mean exactly 0 (Q is
 //     antisymmetric). 14 bits keep the table at 64 KiB, close to the cores' fastest
-//     caches: the CPU kernel gathers from it for every normal.
+//     caches: the CPU kernels read it for every normal.
 //   Candidate j of a chunk with d dimensions = normals j*2^35 ... j*2^35 + d - 1: its
 //     own row of blocks j*2^32 + t (counter {t, j, 0, 0}), dimensions 8t ... 8t+7 in
 //     block t, so every candidate starts on a block (d <= 2^35).
@@ -179,6 +179,10 @@ RCC_HD double log_double(double x) {
   const double de = static_cast<double>(e);
   return de * 6.93147180369123816490e-01 + (de * 1.90821492927058770002e-10 + logm);
 }
+
+// The version of the format above (kFormatVersion, gencodec.rcc.FORMAT_VERSION): what
+// a DiffC payload written by this library needs to be decoded.
+constexpr int kFormatVersion = 2;
 
 // --- normals ---------------------------------------------------------------------
 constexpr int kNormalBits = 14;                        // bits per normal

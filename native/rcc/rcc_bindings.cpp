@@ -122,6 +122,7 @@ void register_bindings(py::module_& m) {
   m.def("rcc_key", &derive_key, py::arg("seed"), py::arg("step"), py::arg("chunk"),
         "The 64-bit Philox key of (seed, step, chunk): splitmix64(splitmix64(splitmix64(seed) ^ "
         "step) ^ chunk); the Philox key words are its low and high 32 bits.");
+  m.attr("RCC_FORMAT_VERSION") = kFormatVersion;
   m.attr("RCC_PHILOX_ROUNDS") = kPhiloxRounds;
   m.attr("RCC_CANDIDATE_SHIFT") = kCandidateShift;
   m.def(

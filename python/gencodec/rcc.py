@@ -64,9 +64,11 @@ from gencodec.errors import InputError
 
 __all__ = [
     "DEFAULT_PADDING_BITS",
+    "FORMAT_VERSION",
     "MAX_CHUNK_BITS",
     "MIN_CHUNK_BITS",
     "StepCode",
+    "candidate_normals",
     "chunk_bounds",
     "cpu_kernel",
     "decode_step",
@@ -78,8 +80,6 @@ __all__ = [
     "permutation",
     "pfr_decode_chunk",
     "pfr_encode_chunk",
-    "FORMAT_VERSION",
-    "candidate_normals",
     "philox_normals",
     "rcc_key",
 ]
@@ -89,7 +89,7 @@ MAX_CHUNK_BITS = _native.RCC_MAX_CHUNK_BITS  # 24: 2^24 candidates, 128 MiB of a
 DEFAULT_PADDING_BITS = 2.0
 #: The version of the PFR stream format (native/rcc/philox.hpp): what a DiffC payload
 #: written by this library needs to be decoded.
-FORMAT_VERSION = 2
+FORMAT_VERSION = _native.RCC_FORMAT_VERSION  # 2
 #: Inputs are refused beyond this magnitude, so that a sample mu_p + sigma_p * n
 #: (|n| < 7) fits in float32.
 _MAX_VALUE = float(np.finfo(np.float32).max) / 16
