@@ -7,7 +7,7 @@ preprocessing filters on the same frames, in the same run.
 
 Rows: the classic filters through PyAV's libavfilter (gblur, hqdn3d, nlmeans) and,
 when Debian's ffmpeg is installed, nlmeans through the ffmpeg program; then each model
-on each back end: the embedded default model (models/gencodec-preprocess-v1, the
+on each back end: the embedded default model (models/gencodec-preprocess-v2, the
 trained weights), then the compact architecture at the size `gencodec train rp` builds
 by default (16 channels, 2 blocks, at 1/4 resolution), a larger one (32 x 4 at 1/2) and
 a small SD look-alike (one-step VAE + UNet, filters.tiny.SD_LIKE_SMALL), these three

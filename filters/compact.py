@@ -20,6 +20,10 @@ detail inside the blocks. GMSD and HaarPSI compare images after 2 x 2 average po
 min(H, W) / 256, so with k = 2 such a model only removes or reshapes detail those
 metrics do not resolve, and never moves what they see.
 
+With ``chroma_sigma = s > 0`` a parameter-free :class:`ChromaLowPass` follows: the
+output's chroma is blurred with a Gaussian of s pixels and its BT.601 luma is kept
+exactly (so the k x k block means of the luma are still the input's).
+
 Saved as ``gencodec_filter.json`` (architecture ``compact`` and the config) plus
 ``model.safetensors``.
 """
@@ -49,6 +53,7 @@ class CompactConfig:
     blocks: int = 4
     scale: int = 2
     keep_means: int = 1  # k > 1: the correction has zero mean over every k x k block
+    chroma_sigma: float = 0.0  # > 0: Gaussian low-pass of the output's chroma (pixels)
 
 
 class _ResBlock(nn.Module):
@@ -61,6 +66,40 @@ class _ResBlock(nn.Module):
         return x + self.conv2(torch.relu(self.conv1(x)))
 
 
+class ChromaLowPass(nn.Module):
+    """Gaussian low-pass of an RGB image's chroma that leaves its luma unchanged.
+
+    Luma is Y = 0.299 R + 0.587 G + 0.114 B (BT.601: the Y plane JPEG, WebP and BPG
+    code and the Y channel GMSD, HaarPSI and FSIM compare). The chroma residual
+    c = x - Y (its own luma is zero, as the weights sum to 1) is blurred separably with
+    a Gaussian of ``sigma`` pixels, edge pixels replicated, and added back:
+    out = Y + G * c, whose luma is Y again. Viewers resolve chroma far more coarsely than
+    luma (the reason for 4:2:0), while WebP spends 13-41 % of a photo's bits on it (the
+    training photos, models/gencodec-preprocess-v2/README.md). ``sigma = 0`` is the
+    identity.
+    """
+
+    def __init__(self, sigma: float = 0.0):
+        super().__init__()
+        self.radius = int(math.ceil(3.0 * sigma)) if sigma > 0 else 0
+        taps = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        g = torch.exp(-0.5 * (taps / sigma) ** 2) if sigma > 0 else torch.ones(1)
+        g = (g / g.sum()).repeat(3, 1, 1, 1)  # (3, 1, 1, taps): one filter per channel
+        self.register_buffer("row", g, persistent=False)
+        self.register_buffer("column", g.transpose(2, 3).contiguous(), persistent=False)
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.radius == 0:
+            return x
+        y = (x * self.luma).sum(dim=1, keepdim=True)
+        p = self.radius
+        c = F.pad(x - y, (p, p, p, p), mode="replicate")
+        c = F.conv2d(F.conv2d(c, self.row, groups=3), self.column, groups=3)
+        return y + c
+
+
 class CompactFilterNet(FrameModel):
     """Residual CNN at 1/scale resolution (see the module docstring)."""
 
@@ -69,13 +108,16 @@ class CompactFilterNet(FrameModel):
     __jit_ignored_attributes__ = ["config"]
 
     def __init__(self, channels: int = 32, blocks: int = 4, scale: int = 2,
-                 keep_means: int = 1):
+                 keep_means: int = 1, chroma_sigma: float = 0.0):
         super().__init__()
         if channels < 1 or blocks < 0 or scale < 1 or keep_means < 1:
             raise ValueError("compact: channels >= 1, blocks >= 0, scale >= 1, "
                              "keep_means >= 1")
-        self.config = CompactConfig(channels, blocks, scale, keep_means)
+        if not 0.0 <= chroma_sigma <= 16.0:
+            raise ValueError("compact: chroma_sigma must be in [0, 16] pixels")
+        self.config = CompactConfig(channels, blocks, scale, keep_means, float(chroma_sigma))
         self.keep_means = keep_means
+        self.chroma = ChromaLowPass(chroma_sigma)
         s2 = 3 * scale * scale
         self.unshuffle = nn.PixelUnshuffle(scale)
         self.conv_in = nn.Conv2d(s2, channels, 3, padding=1)
@@ -84,7 +126,8 @@ class CompactFilterNet(FrameModel):
         self.shuffle = nn.PixelShuffle(scale)
         self.multiple = math.lcm(scale, keep_means)
         # 2 + 2 * blocks 3x3 convolutions at 1/scale resolution, then the block means.
-        self.receptive_field = scale * (2 + 2 * blocks) + scale - 1 + keep_means - 1
+        self.receptive_field = (scale * (2 + 2 * blocks) + scale - 1 + keep_means - 1
+                                + self.chroma.radius)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(self.unshuffle(x))
@@ -92,7 +135,7 @@ class CompactFilterNet(FrameModel):
         k = self.keep_means
         if k > 1:
             r = r - F.interpolate(F.avg_pool2d(r, k), scale_factor=float(k), mode="nearest")
-        return (x + r).clamp(0.0, 1.0)
+        return self.chroma(x + r).clamp(0.0, 1.0)
 
     # -- persistence ---------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -109,9 +152,11 @@ class CompactFilterNet(FrameModel):
         values = {}
         for f in dataclasses.fields(CompactConfig):
             v = cfg.get(f.name, f.default)
-            if isinstance(v, bool) or not isinstance(v, int):
+            kinds = (int, float) if f.type in (float, "float") else (int,)
+            if isinstance(v, bool) or not isinstance(v, kinds):
+                what = "a number" if float in kinds else "a whole number"
                 raise InputError(f"{d / CONFIG_NAME}: bad compact config: {f.name} must be "
-                                 f"a whole number, not {v!r}")
+                                 f"{what}, not {v!r}")
             values[f.name] = v
         try:
             model = cls(**values)

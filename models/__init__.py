@@ -9,13 +9,13 @@ The embedded default preprocessing model (:data:`DEFAULT_PREPROCESSOR`, the defa
 ``demo``) is a folder written by ``save_pretrained`` (``gencodec_filter.json`` and
 ``model.safetensors``) with its card, registered as::
 
-    "gencodec-preprocess-v1": {
+    "gencodec-preprocess-v2": {
         "architecture": "compact",            # gencodec.filters.CompactFilterNet
-        "path": "gencodec-preprocess-v1",
-        "weights": "gencodec-preprocess-v1/model.safetensors",
+        "path": "gencodec-preprocess-v2",
+        "weights": "gencodec-preprocess-v2/model.safetensors",
         "sha256": "<sha256sum of the weights file>",
         "licence": "...",                     # the weights' licence and the data's
-        "card": "gencodec-preprocess-v1/README.md",
+        "card": "gencodec-preprocess-v2/README.md",
     }
 
 Until that entry exists, :func:`default_preprocessor_path` raises
@@ -67,11 +67,20 @@ MODELS: dict[str, dict] = {
                    "content)",
         "card": "gencodec-preprocess-v1/README.md",
     },
+    "gencodec-preprocess-v2": {
+        "architecture": "compact",
+        "path": "gencodec-preprocess-v2",
+        "weights": "gencodec-preprocess-v2/model.safetensors",
+        "sha256": "8a60c938dfafca8b4f81e07437530df5657fb0b563286aee316ad67eb0f7f4ee",
+        "licence": "Apache-2.0 (12,764 weights trained on CC0 and GPL-2+ photos; no image "
+                   "content)",
+        "card": "gencodec-preprocess-v2/README.md",
+    },
 }
 
 
 #: The registry id of the embedded default preprocessing model.
-DEFAULT_PREPROCESSOR = "gencodec-preprocess-v1"
+DEFAULT_PREPROCESSOR = "gencodec-preprocess-v2"
 
 
 class NoDefaultModel(InputError):

@@ -102,9 +102,9 @@ def test_shipped_default_matches_its_registry_entry():
 
 
 def test_shipped_default_is_the_trained_filter():
-    """The shipped weights do what the card says: they change the photo, keep its 2x2
-    block means (where nothing is clipped to [0, 1]) and make bpg spend fewer bits at
-    the same QP."""
+    """The shipped weights do what the card says: they change the photo, keep the 2x2
+    block means of its luma (BT.601 Y, where nothing is clipped to [0, 1]), blur its
+    chroma, and make bpg spend fewer bits at the same QP."""
     skimage = pytest.importorskip("skimage")
     import torch
     from torch.nn.functional import avg_pool2d
@@ -114,6 +114,8 @@ def test_shipped_default_is_the_trained_filter():
 
     model = load_frame_model(DEFAULT_PREPROCESSOR)
     assert model.architecture == "compact" and model.keep_means == 2
+    assert model.config.chroma_sigma > 0
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     bpg = get_codec("bpg")
     for photo in (skimage.data.astronaut()[:176, 120:296], skimage.data.coffee()[:128, :128]):
         photo = np.ascontiguousarray(photo)
@@ -122,8 +124,13 @@ def test_shipped_default_is_the_trained_filter():
             y = model(x)
         assert (y - x).abs().mean() > 0.003  # not the identity
         clipped = avg_pool2d(((y == 0) | (y == 1)).float(), 2).amax(1) > 0
-        moved = (avg_pool2d(y, 2) - avg_pool2d(x, 2)).abs().amax(1)
+        yx, yy = (x * luma).sum(1, keepdim=True), (y * luma).sum(1, keepdim=True)
+        moved = (avg_pool2d(yy, 2) - avg_pool2d(yx, 2)).abs()[:, 0]
         assert moved[~clipped].max() < 1e-5
+        def roughness(c):  # mean squared step between neighbours, both directions
+            return ((c[..., 1:] - c[..., :-1]) ** 2).mean() + ((c[..., 1:, :] - c[..., :-1, :])
+                                                                ** 2).mean()
+        assert roughness(y - yy) < 0.5 * roughness(x - yx)  # smoother chroma
         out = np.ascontiguousarray(
             (y[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8))
         for qp in (27, 32, 37):

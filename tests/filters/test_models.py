@@ -231,3 +231,89 @@ def test_compact_keep_means_is_local_and_exports(tmp_path, photo):
     torch.jit.script(m)
     ort = FrameRunner(OrtBackend.from_model(m), tile=104).run_tensor(x)
     assert (ort - whole).abs().max().item() < 1e-4
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
+def test_chroma_low_pass_keeps_luma_and_smooths_chroma():
+    """Y = 0.299 R + 0.587 G + 0.114 B is unchanged; the chroma residual x - Y is the
+    input's convolved with a unit-sum Gaussian (a flat chroma field stays as it is, a
+    random one loses most of its variance); sigma 0 is the identity."""
+    from gencodec.filters.compact import ChromaLowPass
+
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 40, 48, dtype=torch.float64)
+    lp = ChromaLowPass(1.5).double()  # float32 weights, double arithmetic
+    assert lp.radius == 5
+    y = lp(x)
+    torch.testing.assert_close(_luma(y), _luma(x), rtol=0, atol=1e-7)
+    c_in, c_out = x - _luma(x)[:, None], y - _luma(y)[:, None]
+    assert c_out.var() < 0.2 * c_in.var()
+    # away from the edges, the chroma is the separable Gaussian of the input's
+    t = torch.arange(-5, 6, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / 1.5) ** 2)
+    g = g / g.sum()
+    i, j = 20, 24
+    want = torch.einsum("a,b,ncab->nc", g, g, c_in[:, :, i - 5:i + 6, j - 5:j + 6])
+    torch.testing.assert_close(c_out[:, :, i, j], want, rtol=0, atol=1e-7)
+    flat = torch.tensor([0.7, 0.2, 0.4], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 9, 7)
+    torch.testing.assert_close(lp(flat), flat, rtol=0, atol=1e-7)
+    assert ChromaLowPass(0.0)(x) is x
+
+
+def test_compact_chroma_sigma_is_saved_local_and_exports(tmp_path):
+    """chroma_sigma: the model's luma is the net's (the low-pass leaves it alone, away
+    from the clamp), the receptive field grows by the low-pass radius so tiles still
+    equal the whole frame, the option survives saving, and the model scripts and
+    exports to ONNX; sigma 0 gives the model without it, output for output."""
+    from gencodec.filters.backends import OrtBackend, TorchBackend
+    from gencodec.filters.runner import FrameRunner
+
+    torch.manual_seed(3)
+    plain = CompactFilterNet(channels=8, blocks=1, scale=2, keep_means=2).eval()
+    m = CompactFilterNet(channels=8, blocks=1, scale=2, keep_means=2, chroma_sigma=2.0).eval()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.normal_(0.0, 0.05)
+        plain.conv_out.weight.mul_(0.2)  # a correction of a few levels: no clamping
+    m.load_state_dict(plain.state_dict())
+    assert m.receptive_field == plain.receptive_field + 6
+    skimage = pytest.importorskip("skimage")
+    photo = skimage.data.astronaut()[100:400, 60:390]  # more than one tile
+    x = 0.25 + 0.5 * torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        a, b = plain(x), m(x)
+    assert 0.0 < min(a.min(), b.min()) and max(a.max(), b.max()) < 1.0
+    torch.testing.assert_close(_luma(b), _luma(a), rtol=0, atol=1e-5)
+    assert (b - a).abs().max() > 1e-3
+    m.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert cfg["chroma_sigma"] == 2.0
+    again = load_frame_model(tmp_path)
+    assert again.config == m.config
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), b)
+    whole = FrameRunner(TorchBackend(m), tile=2048).run_tensor(x)
+    runner = FrameRunner(TorchBackend(m), tile=192)
+    assert runner.overlap >= 4 * m.receptive_field and max(x.shape[-2:]) > 192
+    assert (runner.run_tensor(x) - whole).abs().max().item() < 1e-4
+    torch.jit.script(m)
+    ort = FrameRunner(OrtBackend.from_model(m), tile=192).run_tensor(x)
+    assert (ort - whole).abs().max().item() < 1e-4
+    zero = CompactFilterNet(channels=8, blocks=1, scale=2, keep_means=2, chroma_sigma=0.0)
+    zero.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert torch.equal(zero.eval()(x), a)
+
+
+@pytest.mark.parametrize("bad", ["2", True, None, -1.0, 17])
+def test_compact_chroma_sigma_bad_config(tmp_path, bad):
+    m = CompactFilterNet(channels=4, blocks=0, scale=2)
+    m.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    cfg["chroma_sigma"] = bad
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="chroma_sigma"):
+        load_frame_model(tmp_path)

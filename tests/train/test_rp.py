@@ -257,8 +257,23 @@ def test_distortion_pool_compares_what_a_farther_viewer_sees():
     ("keep_means", 0, "keep_means must be at least 1"),
     ("distortion_pool", 0, "distortion_pool must be at least 1"),
     ("distortion_pool", 4, "crop / distortion pool must be at least 32"),
+    ("chroma_sigma", -0.5, "chroma sigma must be in 0..16"),
 ])
 def test_bad_viewing_distance_settings_are_refused(photo_dirs, tmp_path, field, value,
                                                    message):
     with pytest.raises(InputError, match=message):
         rp.train(make_config(photo_dirs, tmp_path, **{field: value}))
+
+
+def test_new_compact_model_carries_the_chroma_low_pass(photo_dirs, tmp_path):
+    """--chroma-sigma reaches the new compact model, which starts as the identity on
+    luma (its correction is zero; the low-pass touches chroma only)."""
+    cfg = make_config(photo_dirs, tmp_path, keep_means=2, chroma_sigma=1.0)
+    model = rp.build_model(cfg)
+    assert model.config.chroma_sigma == 1.0 and model.chroma.radius == 3
+    x = torch.rand(1, 3, 32, 32) * 0.5 + 0.25
+    with torch.no_grad():
+        y = model(x)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    torch.testing.assert_close((y * luma).sum(1), (x * luma).sum(1), rtol=0, atol=1e-6)
+    assert (y - x).abs().max() > 1e-2

@@ -9,8 +9,8 @@ rates, metrics and BD-rates are exactly those of ``gencodec eval``: rate is the 
 the codec's own bitstream, every metric compares the decoded image with the original
 photo, and the BD-rate (:mod:`gencodec.eval.bdrate`) is that of preprocessed + codec
 against the same codec on the plain photo (negative = fewer bits for the same
-quality). Metrics: PSNR, MS-SSIM and two weight-free perceptual metrics, HaarPSI and
-VSI (:data:`DEMO_METRICS`).
+quality). Metrics: PSNR, MS-SSIM and the four weight-free perceptual metrics the
+project's targets are stated in, HaarPSI, VSI, FSIM and GMSD (:data:`DEMO_METRICS`).
 
 Written into ``--out``:
 
@@ -48,9 +48,11 @@ DEMO_QUALITIES: dict[str, list[int]] = {
     "webp": [5, 25, 50, 75],
     "jpeg": [10, 20, 35, 50],
 }
-#: PSNR, MS-SSIM and two weight-free perceptual metrics (columns of gencodec eval).
-DEMO_METRICS = ("psnr-rgb", "ms-ssim", "haarpsi", "vsi")
-LABELS = {"psnr-rgb": "PSNR dB", "ms-ssim": "MS-SSIM", "haarpsi": "HaarPSI", "vsi": "VSI"}
+#: PSNR, MS-SSIM and the weight-free perceptual metrics of the targets (columns of
+#: gencodec eval).
+DEMO_METRICS = ("psnr-rgb", "ms-ssim", "haarpsi", "vsi", "fsim", "gmsd")
+LABELS = {"psnr-rgb": "PSNR dB", "ms-ssim": "MS-SSIM", "haarpsi": "HaarPSI", "vsi": "VSI",
+          "fsim": "FSIM", "gmsd": "GMSD"}
 #: The crop of the crops figure as fractions of the photo (top, left, side): the
 #: astronaut's face and hair.
 CROP = (0.04, 0.27, 0.32)
@@ -67,8 +69,8 @@ def register(sub) -> None:
         "demo", help="the headline: plain vs preprocessed bpg, webp and jpeg on a photo",
         description="Encode a bundled photo (scikit-image's astronaut) with bpg, webp and "
                     "jpeg at four settings each, plain and after the preprocessing model; "
-                    "print bpp, PSNR, MS-SSIM, HaarPSI and VSI per point and the BD-rate "
-                    "per codec, and write demo.json, rd_curves.png and crops.png "
+                    "print bpp, PSNR, MS-SSIM, HaarPSI, VSI, FSIM and GMSD per point and "
+                    "the BD-rate per codec, and write demo.json, rd_curves.png and crops.png "
                     "(original / plain codec / preprocessed + codec at about the same "
                     "bpp). Without an installed default model it runs the stock "
                     "comparison alone and says so.",
@@ -233,7 +235,7 @@ def plot_rd(results: dict, bd: dict, title: str, path: Path) -> None:
     from gencodec.eval.metrics import METRICS
 
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), dpi=100, layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), dpi=100, layout="constrained")
     for ax, metric in zip(axes.flat, DEMO_METRICS):
         for i, (codec, pair) in enumerate(results.items()):
             for kind, style in (("plain", "-"), ("preprocessed", "--")):

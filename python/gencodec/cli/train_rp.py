@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="new compact model: keep every KxK block mean of the frame, change only "
                         "the detail inside the blocks (2: what GMSD and HaarPSI, which pool "
                         "2x2, see stays as it is; default 1: off)")
+    g.add_argument("--chroma-sigma", type=float, default=_D.chroma_sigma, metavar="PIXELS",
+                   help="new compact model: blur the output's chroma with a Gaussian of this "
+                        "many pixels, its luma (BT.601 Y) kept as it is (default 0: off)")
     g.add_argument("--lora", type=int, default=0, metavar="RANK",
                    help="one-step models: train LoRA adapters of this rank on the attention "
                         "Q/K/V instead of the projections themselves (needs peft)")
@@ -103,7 +106,7 @@ def run(args) -> int:
     cfg = RPConfig(
         train=args.train, out=args.out, val=args.val, codec=args.codec, model=args.model,
         channels=args.channels, blocks=args.blocks, scale=args.scale,
-        keep_means=args.keep_means, lora_rank=args.lora,
+        keep_means=args.keep_means, chroma_sigma=args.chroma_sigma, lora_rank=args.lora,
         steps=args.steps, batch=args.batch, crop=args.crop, patch=args.patch,
         jnd_threshold=args.jnd_threshold, candidates_per_image=args.candidates, lr=args.lr,
         lr_min=args.lr_min, warmup=args.warmup, w_p=args.w_p, rate_scale=args.rate_scale,

@@ -148,7 +148,8 @@ def build_model(cfg: RPConfig) -> FrameModel:
         return load_frame_model(cfg.model)
     from gencodec.filters.compact import CompactFilterNet
 
-    model = CompactFilterNet(cfg.channels, cfg.blocks, cfg.scale, cfg.keep_means)
+    model = CompactFilterNet(cfg.channels, cfg.blocks, cfg.scale, cfg.keep_means,
+                             cfg.chroma_sigma)
     with torch.no_grad():
         model.conv_out.weight.zero_()
         model.conv_out.bias.zero_()
@@ -314,6 +315,8 @@ def _check_config(cfg: RPConfig) -> None:
             raise InputError(f"{name} must be at least 1")
     if cfg.lora_rank < 0:
         raise InputError("lora rank must be >= 0")
+    if not 0.0 <= cfg.chroma_sigma <= 16.0:
+        raise InputError(f"chroma sigma must be in 0..16 pixels, got {cfg.chroma_sigma}")
     if cfg.crop < 32 or cfg.crop > cfg.patch:
         raise InputError(f"crop must be in 32..patch ({cfg.patch}) (DSS pools the worst 5% "
                          f"of 8x8 blocks), got {cfg.crop}")

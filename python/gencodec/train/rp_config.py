@@ -37,6 +37,7 @@ class RPConfig:
     blocks: int = 2
     scale: int = 4
     keep_means: int = 1  # new compact model: keeps every k x k block mean (1: off)
+    chroma_sigma: float = 0.0  # new compact model: chroma low-pass of the output (0: off)
     lora_rank: int = 0
     steps: int = 2000
     batch: int = 8
