@@ -4,6 +4,7 @@ preprocessing filters on the same frames, in the same run.
     python benchmarks/filter.py                      # 720p and 1080p, CPU back ends
     python benchmarks/filter.py --json results/filter.json
     python benchmarks/filter.py --gpu-only           # the SD 2.1-size fp16 timing
+    python benchmarks/filter.py --sizes 720p --models gencodec-preprocess-v1   # + v1
 
 Rows: the classic filters through PyAV's libavfilter (gblur, hqdn3d, nlmeans) and,
 when Debian's ffmpeg is installed, nlmeans through the ffmpeg program; then each model
@@ -180,6 +181,9 @@ def main(argv=None) -> int:
                    help="tile for the SD 2.1-size model (1920: a 1080p frame whole)")
     p.add_argument("--gpu-batch", type=int, default=1)
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--models", nargs="+", default=[], metavar="MODEL",
+                   help="more frame models to time right after the default (registry ids, "
+                        "folders), e.g. gencodec-preprocess-v1 to compare with it")
     args = p.parse_args(argv)
 
     torch.manual_seed(0)
@@ -190,6 +194,7 @@ def main(argv=None) -> int:
     if not args.gpu_only:
         models = [(f"{DEFAULT_PREPROCESSOR} (the default)",
                    load_frame_model(DEFAULT_PREPROCESSOR).eval()),
+                  *[(spec, load_frame_model(spec).eval()) for spec in args.models],
                   ("compact 16x2 s4 (random)", CompactFilterNet(16, 2, 4).eval()),
                   ("compact 32x4 s2 (random)", CompactFilterNet(32, 4, 2).eval())]
         if not args.no_sd_like:
