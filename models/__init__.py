@@ -16,6 +16,8 @@ The embedded default preprocessing model (:data:`DEFAULT_PREPROCESSOR`, the defa
         "sha256": "<sha256sum of the weights file>",
         "licence": "...",                     # the weights' licence and the data's
         "card": "gencodec-preprocess-v2/README.md",
+        "config": "gencodec-preprocess-v2/gencodec_filter.json",   # optional: its
+        "config_sha256": "<sha256sum of the config file>",          # config, checked too
     }
 
 Until that entry exists, :func:`default_preprocessor_path` raises
@@ -66,6 +68,8 @@ MODELS: dict[str, dict] = {
         "licence": "Apache-2.0 (12,764 weights trained on CC0 and GPL-2+ photos; no image "
                    "content)",
         "card": "gencodec-preprocess-v1/README.md",
+        "config": "gencodec-preprocess-v1/gencodec_filter.json",
+        "config_sha256": "43c450187b0fdbe7b7fd559eeef0a1709cf80ba2510bd1f682dc0833826326d2",
     },
     "gencodec-preprocess-v2": {
         "architecture": "compact",
@@ -75,6 +79,8 @@ MODELS: dict[str, dict] = {
         "licence": "Apache-2.0 (12,764 weights trained on CC0 and GPL-2+ photos; no image "
                    "content)",
         "card": "gencodec-preprocess-v2/README.md",
+        "config": "gencodec-preprocess-v2/gencodec_filter.json",
+        "config_sha256": "032b821734bffca460fca025c02a88aaae5c7436861061625c60686b76c2e771",
     },
 }
 
@@ -88,18 +94,25 @@ class NoDefaultModel(InputError):
 
 
 def model_path(model_id: str) -> Path:
-    """The folder of a registered model, after checking its weights' sha256."""
+    """The folder of a registered model, after checking the sha256 of its weights and,
+    where the entry names one (``config``, ``config_sha256``), of its config: two
+    entries may share weights and differ in their config alone."""
     entry = MODELS[model_id]
-    weights = _HERE / entry["weights"]
-    try:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise InputError(f"{model_id}: cannot read its weights {weights}: "
-                         f"{exc.strerror or exc} (damaged install?)") from None
-    if digest != entry["sha256"]:
-        raise InputError(f"{model_id}: {weights} has sha256 {digest[:16]}..., the registry "
-                         f"says {entry['sha256'][:16]}... (damaged install?)")
+    _check_sha256(model_id, "weights", _HERE / entry["weights"], entry["sha256"])
+    if "config" in entry:
+        _check_sha256(model_id, "config", _HERE / entry["config"], entry["config_sha256"])
     return _HERE / entry["path"]
+
+
+def _check_sha256(model_id: str, what: str, path: Path, want: str) -> None:
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputError(f"{model_id}: cannot read its {what} {path}: "
+                         f"{exc.strerror or exc} (damaged install?)") from None
+    if digest != want:
+        raise InputError(f"{model_id}: {path} has sha256 {digest[:16]}..., the registry "
+                         f"says {want[:16]}... (damaged install?)")
 
 
 def default_preprocessor_path() -> Path:

@@ -15,6 +15,7 @@ from gencodec.models import (DEFAULT_PREPROCESSOR, MODELS, NoDefaultModel,
                              default_preprocessor_path, model_path)
 
 FIELDS = {"architecture", "path", "weights", "sha256", "licence", "card"}
+OPTIONAL = {"config", "config_sha256"}  # both or neither
 
 
 def _entry(folder, sha256=None) -> dict:
@@ -37,9 +38,16 @@ def compact_folder(tmp_path):
 
 def test_every_entry_has_the_registry_fields():
     for model_id, entry in MODELS.items():
-        assert set(entry) == FIELDS, model_id
+        assert set(entry) in (FIELDS, FIELDS | OPTIONAL), model_id
         assert re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]), model_id
         assert entry["weights"].startswith(entry["path"] + "/"), model_id
+        if "config" in entry:
+            assert re.fullmatch(r"[0-9a-f]{64}", entry["config_sha256"]), model_id
+            assert entry["config"].startswith(entry["path"] + "/"), model_id
+    # the preprocessing models share their weights: their configs tell them apart
+    for model_id in ("gencodec-preprocess-v1", "gencodec-preprocess-v2"):
+        assert "config_sha256" in MODELS[model_id], model_id
+        model_path(model_id)  # both checks pass on the shipped files
 
 
 def test_no_default_installed_is_a_clear_input_error(monkeypatch):
@@ -75,6 +83,24 @@ def test_sha256_mismatch_is_refused(monkeypatch, compact_folder):
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     with pytest.raises(InputError, match="damaged install"):
+        model_path(DEFAULT_PREPROCESSOR)
+
+
+def test_config_sha256_mismatch_is_refused(monkeypatch, compact_folder):
+    """An entry that names its config refuses a config edited after registration (a
+    model that differs from another in its config alone is still checked)."""
+    config = compact_folder / "gencodec_filter.json"
+    entry = {**_entry(compact_folder), "config": str(config),
+             "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
+    monkeypatch.setitem(MODELS, DEFAULT_PREPROCESSOR, entry)
+    assert model_path(DEFAULT_PREPROCESSOR) == compact_folder
+    config.write_text(config.read_text().replace('"chroma_sigma": 0.0', '"chroma_sigma": 3.0'))
+    with pytest.raises(InputError, match=r"gencodec_filter.json has sha256 [0-9a-f]{16}\.\.\., "
+                                         r"the registry says [0-9a-f]{16}\.\.\. \(damaged "
+                                         r"install\?\)"):
+        model_path(DEFAULT_PREPROCESSOR)
+    config.unlink()
+    with pytest.raises(InputError, match="cannot read its config .*No such file"):
         model_path(DEFAULT_PREPROCESSOR)
 
 
