@@ -68,9 +68,14 @@ def _eager(model_dir, frames):
     return (y.clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
 
 
-@pytest.mark.parametrize("which", ["compact_dir", "onestep_dir"])
+@pytest.mark.parametrize("which", ["compact_dir", "onestep_dir", "shipped default"])
 def test_torchscript_export_runs_in_ffmpeg(which, request, photo, tmp_path):
-    model_dir = request.getfixturevalue(which)
+    if which == "shipped default":  # the embedded default, its chroma low-pass included
+        from gencodec.models import default_preprocessor_path
+
+        model_dir = default_preprocessor_path()
+    else:
+        model_dir = request.getfixturevalue(which)
     exported = tmp_path / "filter.pt"
     assert main(["export", "--model", str(model_dir), "--format", "torchscript",
                  "-o", str(exported)]) == 0
