@@ -45,6 +45,8 @@ from gencodec.errors import InputError
 from gencodec.filters.model import CONFIG_NAME, FrameModel, read_config, write_config
 
 WEIGHTS_NAME = "model.safetensors"
+#: The widest chroma low-pass a compact model takes (Gaussian sigma, pixels).
+MAX_CHROMA_SIGMA = 16.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +119,9 @@ class CompactFilterNet(FrameModel):
         if channels < 1 or blocks < 0 or scale < 1 or keep_means < 1:
             raise ValueError("compact: channels >= 1, blocks >= 0, scale >= 1, "
                              "keep_means >= 1")
-        if not 0.0 <= chroma_sigma <= 16.0:
-            raise ValueError("compact: chroma_sigma must be in [0, 16] pixels")
+        if not 0.0 <= chroma_sigma <= MAX_CHROMA_SIGMA:
+            raise ValueError(f"compact: chroma_sigma must be in [0, {MAX_CHROMA_SIGMA:g}] "
+                             "pixels")
         self.config = CompactConfig(channels, blocks, scale, keep_means, float(chroma_sigma))
         self.keep_means = keep_means
         self.chroma = ChromaLowPass(chroma_sigma)

@@ -315,8 +315,11 @@ def _check_config(cfg: RPConfig) -> None:
             raise InputError(f"{name} must be at least 1")
     if cfg.lora_rank < 0:
         raise InputError("lora rank must be >= 0")
-    if not 0.0 <= cfg.chroma_sigma <= 16.0:
-        raise InputError(f"chroma sigma must be in 0..16 pixels, got {cfg.chroma_sigma}")
+    from gencodec.filters.compact import MAX_CHROMA_SIGMA
+
+    if not 0.0 <= cfg.chroma_sigma <= MAX_CHROMA_SIGMA:
+        raise InputError(f"chroma sigma must be in 0..{MAX_CHROMA_SIGMA:g} pixels, got "
+                         f"{cfg.chroma_sigma}")
     if cfg.crop < 32 or cfg.crop > cfg.patch:
         raise InputError(f"crop must be in 32..patch ({cfg.patch}) (DSS pools the worst 5% "
                          f"of 8x8 blocks), got {cfg.crop}")
