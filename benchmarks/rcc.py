@@ -13,7 +13,8 @@ holds on a loaded machine, where the wall ratio does not.
 
 On a machine with a CUDA device the native GPU coder is timed as well (milliseconds
 per chunk; the paper reports under 3 ms for a 16-bit chunk on an A40).
-benchmarks/rcc_ceiling.cpp breaks one thread of the AVX-512 kernel down by stage.
+benchmarks/rcc_ceiling.cpp breaks one thread of the AVX-512 (or AVX2) kernel down by stage
+and bounds what a cheaper generator or normal transform could gain (AVX2).
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@
 // Beside them, with the same 8-lane AVX2 code, the words of Philox4x32-10 (format 1's
 // generator) against -7, the price of the rounds the format saved.
 //
+// With -DRCC_CEILING_AVX2, two more bounds from the AVX2 kernel's own loop
+// (score_group_with) with stand-ins that draw no normal distribution: a generator of
+// one multiply per vector in place of the Philox rounds (what any cheaper generator
+// could gain with this table), and that generator with the words' halves scaled to
+// floats in place of the table lookups (what remains for the terms and the argmin: the
+// most any new transform could gain).
+//
 //   g++ -O3 -std=c++17 -ffp-contract=off -fopenmp -Inative benchmarks/rcc_ceiling.cpp \
 //       -o /tmp/rcc_ceiling && /tmp/rcc_ceiling          # add -DRCC_CEILING_AVX2 for AVX2
 //
@@ -117,6 +124,39 @@ __attribute__((target("avx2"))) uint32_t philox_words(uint64_t K, int64_t d, Key
   return out[0] ^ out[5];
 }
 
+#if defined(RCC_CEILING_AVX2)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+// Stand-ins for the bounds only: neither is random enough or normal.
+struct StandInWords {
+  static void rounds(Key, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
+    const __m256i m = _mm256_set1_epi64x(static_cast<long long>(0x9E3779B97F4A7C15ull));
+    for (int v = 0; v < kChains; ++v) {
+      const __m256i x = _mm256_mul_epu32(_mm256_add_epi64(c0[v], c1[v]), m);
+      c0[v] = x;
+      c1[v] = _mm256_srli_epi64(x, 32);
+      c2[v] = _mm256_xor_si256(x, m);
+      c3[v] = _mm256_add_epi64(x, m);
+    }
+  }
+};
+struct StandInNormals {
+  static void of(const float*, __m256i w, __m256* low, __m256* high) {
+    const __m256 scale = _mm256_set1_ps(1.0f / 8192.0f);
+    const __m256i mask = _mm256_set1_epi32(static_cast<int>(kNormalMask));
+    *low = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(w, mask)), scale);
+    *high = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 18)), scale);
+  }
+};
+
+// The AVX2 kernel's loop over every candidate group with the given parts.
+template <class Words, class Normals>
+void score_with(const ScoreArgs& a, Best& best) {
+  for (uint64_t g = 0; g * kKernelLanes < a.K; ++g) score_group_with<Words, Normals>(a, g, best);
+}
+#pragma GCC pop_options
+#endif
+
 }  // namespace
 }  // namespace rcc
 }  // namespace gencodec
@@ -162,6 +202,25 @@ int main() {
   row("+ normals (lane code, the decoder's)", t_table);
   row("whole kernel (+ terms, argmin)", t_all);
   std::printf("  (selected index %llu)\n", static_cast<unsigned long long>(best.index));
+#if defined(RCC_CEILING_AVX2)
+  const double t_gen = best_seconds([&] {
+    Best b{1e300, 0};
+    score_with<StandInWords, TableNormals>(args, b);
+    sink = sink ^ static_cast<uint32_t>(b.index);
+  });
+  const double t_both = best_seconds([&] {
+    Best b{1e300, 0};
+    score_with<StandInWords, StandInNormals>(args, b);
+    sink = sink ^ static_cast<uint32_t>(b.index);
+  });
+  std::printf("  %-36s %12s %10s %8s\n", "bounds: the kernel's loop with", "normals/s",
+              "ns/normal", "speed-up");
+  auto bound = [&](const char* what, double t) {
+    std::printf("  %-36s %12.3e %10.3f %7.2fx\n", what, n / t, 1e9 * t / n, t_all / t);
+  };
+  bound("a stand-in generator", t_gen);
+  bound("a stand-in generator and transform", t_both);
+#endif
 
   const double t_p10 = best_seconds([&] { sink = sink ^ philox_words<10>(K, d, key); });
   const double t_p7 = best_seconds([&] { sink = sink ^ philox_words<7>(K, d, key); });

@@ -109,11 +109,26 @@ inline void normals(const float* table, __m256i w, __m256* low, __m256* high) {
   *high = _mm256_set_m128(four(table, p2, p3, 16), four(table, p0, p1, 16));
 }
 
+// The format's generator and transform: Philox rounds on the counters, normals from the
+// quantile table. score_group_with takes others in their place, which only
+// benchmarks/rcc_ceiling.cpp does (to bound what a cheaper generator or transform
+// could gain); the library always uses these.
+struct PhiloxWords {
+  static void rounds(Key key, __m256i* c0, __m256i* c1, __m256i* c2, __m256i* c3) {
+    philox_rounds(key, c0, c1, c2, c3);
+  }
+};
+struct TableNormals {
+  static void of(const float* table, __m256i w, __m256* low, __m256* high) {
+    normals(table, w, low, high);
+  }
+};
+
 // The lane code's score_group with the words kept in registers: Philox on the 16
 // candidates' counters {t, j, 0, 0}, then per half group of eight lanes the eight
 // normals and the two term4 sums of the block.
-#define RCC_KERNEL_HAS_SCORE_GROUP
-inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
+template <class Words = PhiloxWords, class Normals = TableNormals>
+inline void score_group_with(const ScoreArgs& a, uint64_t g, Best& best) {
   static_assert(kKernelLanes == 4 * kChains, "one Philox pass per group");
   const int64_t blocks = padded_dims(a.d) / kCoeffPad;
   const uint64_t j0 = g * kKernelLanes;
@@ -134,7 +149,7 @@ inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
       c2[v] = _mm256_set1_epi64x(kDomainNormal);
       c3[v] = _mm256_setzero_si256();
     }
-    philox_rounds(a.key, c0, c1, c2, c3);
+    Words::rounds(a.key, c0, c1, c2, c3);
     const float* A = a.quad + 8 * t;
     const float* B = a.lin + 8 * t;
     for (int h = 0; h < 2; ++h) {  // lanes 0-7, then 8-15
@@ -144,10 +159,10 @@ inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
       const __m256i w3 = pack_low(c3[2 * h], c3[2 * h + 1]);
       // Dimensions 8t ... 8t+3 (words 0, 1), then 8t+4 ... 8t+7 (words 2, 3).
       __m256 n0, n1, n2, n3, n4, n5, n6, n7;
-      normals(a.table, w0, &n0, &n1);
-      normals(a.table, w1, &n2, &n3);
-      normals(a.table, w2, &n4, &n5);
-      normals(a.table, w3, &n6, &n7);
+      Normals::of(a.table, w0, &n0, &n1);
+      Normals::of(a.table, w1, &n2, &n3);
+      Normals::of(a.table, w2, &n4, &n5);
+      Normals::of(a.table, w3, &n6, &n7);
       const __m256 s0 = _mm256_add_ps(
           _mm256_add_ps(_mm256_add_ps(term8(n0, A, B, 0), term8(n1, A, B, 1)),
                         term8(n2, A, B, 2)),
@@ -169,6 +184,9 @@ inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) {
   for (int v = 0; v < kChains; ++v) _mm256_store_pd(sums + 4 * v, acc[v]);
   keep_best(a, j0, kKernelLanes, sums, best);
 }
+
+#define RCC_KERNEL_HAS_SCORE_GROUP
+inline void score_group(const ScoreArgs& a, uint64_t g, Best& best) { score_group_with(a, g, best); }
 
 #define RCC_KERNEL_NAME kKernelAvx2
 #define RCC_KERNEL_ISA "avx2"
